@@ -1,0 +1,141 @@
+"""The one exception family of ollama-magic.
+
+Every error the package raises on purpose derives from :class:`OllamaError`. Each says what went
+wrong in one line and what to do next in a second one, and IPython shows exactly those lines
+instead of a traceback (``_render_traceback_``). For the full traceback, set
+``OllamaError.show_traceback = True`` (or the environment variable ``OLLAMA_MAGIC_TRACEBACK=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import ClassVar
+
+__all__ = [
+    "BadRequest",
+    "ModelNotFound",
+    "NotOllama",
+    "OllamaError",
+    "OllamaTimeout",
+    "ResponseError",
+    "ServerError",
+    "ServerUnreachable",
+    "StreamError",
+    "Unauthorized",
+]
+
+
+class OllamaError(Exception):
+    """Base class of every ollama-magic error.
+
+    Attributes:
+        message: What went wrong, one line.
+        hint: What to do next, one line (may be empty).
+        partial: Text the model had already streamed when the error struck ("" if none).
+    """
+
+    #: Set to True to see full tracebacks in IPython instead of the short form.
+    show_traceback: ClassVar[bool] = bool(os.environ.get("OLLAMA_MAGIC_TRACEBACK"))
+
+    def __init__(self, message: str, *, hint: str = "", partial: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.partial = partial
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+    def _render_traceback_(self) -> list[str]:
+        """Lines IPython shows instead of a traceback (see ``InteractiveShell.showtraceback``)."""
+        if OllamaError.show_traceback:
+            import traceback
+
+            return traceback.format_exception(type(self), self, self.__traceback__)
+        red, reset = ("\x1b[31m", "\x1b[0m") if _colour() else ("", "")
+        lines = [f"{red}{type(self).__name__}{reset}: {self.message}"]
+        if self.hint:
+            lines.append(self.hint)
+        return lines
+
+
+def _colour() -> bool:
+    """Whether to colour the error name (IPython shells render ANSI; NO_COLOR opts out)."""
+    return "NO_COLOR" not in os.environ and ("ipykernel" in sys.modules or sys.stdout.isatty())
+
+
+class ServerUnreachable(OllamaError):
+    """Nothing answered at the Ollama host (connection refused, DNS failure, proxy down)."""
+
+
+class OllamaTimeout(OllamaError):
+    """The server accepted the connection but did not answer in time."""
+
+
+class ResponseError(OllamaError):
+    """The server answered with an error.
+
+    Attributes:
+        status_code: The HTTP status, or None for an error reported inside a 200 stream.
+        server_message: The server's own error text, verbatim.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        server_message: str = "",
+        hint: str = "",
+        partial: str = "",
+    ) -> None:
+        super().__init__(message, hint=hint, partial=partial)
+        self.status_code = status_code
+        self.server_message = server_message or message
+
+
+class ModelNotFound(ResponseError):
+    """The model is not on the server (HTTP 404 ``model 'x' not found``).
+
+    Attributes:
+        model: The name that was asked for.
+        similar: Local model names that look like it, closest first.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        similar: list[str] | None = None,
+        status_code: int | None = 404,
+        server_message: str = "",
+        hint: str = "",
+    ) -> None:
+        super().__init__(message, status_code=status_code, server_message=server_message, hint=hint)
+        self.model = model
+        self.similar = list(similar or [])
+
+
+class BadRequest(ResponseError):
+    """The server refused the request (HTTP 400): a bad field, or a capability the model lacks."""
+
+
+class Unauthorized(ResponseError):
+    """The server or a proxy in front of it wants credentials (HTTP 401/403)."""
+
+
+class NotOllama(ResponseError):
+    """Something answered at the host, but not the Ollama API (404/405 on an API route)."""
+
+
+class ServerError(ResponseError):
+    """The server failed (HTTP 5xx, or any other unexpected status)."""
+
+
+class StreamError(ResponseError):
+    """A stream failed part-way: an error line from the server, or the connection was cut.
+
+    ``partial`` holds the text received before the failure.
+    """

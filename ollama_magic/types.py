@@ -1,0 +1,243 @@
+"""What the Ollama API sends back, as small frozen dataclasses.
+
+Each keeps the JSON object it was built from in ``raw``, so fields this package does not model
+(new server versions add some) stay reachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Chunk", "Metrics", "ModelInfo", "Progress", "Result", "RunningModel", "ToolCall"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for."""
+
+    name: str
+    """The function's name, as the model wrote it."""
+    arguments: dict[str, Any]
+    """Arguments, a JSON object (Ollama sends an object, not a string as OpenAI does)."""
+    id: str | None = None
+    """``call_xxxxxxxx`` (servers >= 0.12.10); goes back as a tool message's ``tool_call_id``."""
+    index: int | None = None
+    """Position of the call within the answer."""
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ToolCall:
+        """Build from ``{"id": …, "function": {"index": …, "name": …, "arguments": …}}``."""
+        function = obj.get("function") or {}
+        arguments = function.get("arguments")
+        return cls(
+            name=str(function.get("name", "")),
+            arguments=arguments if isinstance(arguments, dict) else {},
+            id=obj.get("id"),
+            index=function.get("index"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire shape, for sending the call back in a conversation's history."""
+        function: dict[str, Any] = {"name": self.name, "arguments": self.arguments}
+        if self.index is not None:
+            function = {"index": self.index, **function}
+        return {"id": self.id, "function": function} if self.id else {"function": function}
+
+
+_METRIC_FIELDS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Timings (nanoseconds) and token counts from a final chunk.
+
+    Ollama omits zero values, and servers that only imitate Ollama send zeros or nothing, so
+    every field is ``None`` when unknown.
+    """
+
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Metrics:
+        """Read the metric fields of a final chunk; zero, absent or malformed become None."""
+        values: dict[str, int | None] = {}
+        for name in _METRIC_FIELDS:
+            value = obj.get(name)
+            values[name] = int(value) if isinstance(value, (int, float)) and value > 0 else None
+        return cls(**values)
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Generation speed, ``eval_count / eval_duration`` (None when either is unknown)."""
+        if self.eval_count and self.eval_duration:
+            return self.eval_count / self.eval_duration * 1e9
+        return None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One object of a ``/api/generate`` or ``/api/chat`` stream."""
+
+    model: str
+    content: str
+    """New answer text (generate's ``response``, chat's ``message.content``)."""
+    thinking: str = ""
+    """New reasoning text from a thinking model."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """Tool calls in this chunk (chat sends them in non-final chunks)."""
+    done: bool = False
+    done_reason: str | None = None
+    """``stop``, ``length``, ``load`` or ``unload`` on the final chunk."""
+    logprobs: tuple[dict[str, Any], ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Chunk:
+        """Build from either endpoint's chunk shape."""
+        message = obj.get("message")
+        source = message if isinstance(message, dict) else obj
+        text = source.get("content") if isinstance(message, dict) else obj.get("response")
+        calls = source.get("tool_calls") or obj.get("tool_calls") or ()
+        return cls(
+            model=str(obj.get("model", "")),
+            content=text if isinstance(text, str) else "",
+            thinking=source.get("thinking") or "",
+            tool_calls=tuple(ToolCall.from_json(c) for c in calls if isinstance(c, dict)),
+            done=bool(obj.get("done")),
+            done_reason=obj.get("done_reason") or None,
+            logprobs=tuple(obj.get("logprobs") or ()),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class Result:
+    """A whole answer: the text, reasoning and tool calls of every chunk, and the final metrics."""
+
+    model: str
+    content: str
+    thinking: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    done_reason: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    context: tuple[int, ...] | None = None
+    """Generate only: tokens to pass back as ``context`` to continue (deprecated by Ollama)."""
+    logprobs: tuple[dict[str, Any], ...] = ()
+    created_at: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The final chunk (or the whole non-streamed reply) as sent."""
+
+    def __str__(self) -> str:
+        return self.content
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """The answer as an assistant message, ready to append to a chat history."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.thinking:
+            message["thinking"] = self.thinking
+        if self.tool_calls:
+            message["tool_calls"] = [call.to_json() for call in self.tool_calls]
+        return message
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One status line of ``/api/pull``."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Progress:
+        """Build from a progress object (zero fields are omitted on the wire)."""
+        return cls(
+            status=str(obj.get("status", "")),
+            digest=obj.get("digest"),
+            total=obj.get("total"),
+            completed=obj.get("completed"),
+        )
+
+    @property
+    def fraction(self) -> float | None:
+        """Share of this layer downloaded, 0..1 (None for lines without sizes)."""
+        if self.total:
+            return min(1.0, (self.completed or 0) / self.total)
+        return None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A local model, as ``/api/tags`` lists it."""
+
+    name: str
+    size: int = 0
+    """Bytes on disk."""
+    modified_at: str = ""
+    digest: str = ""
+    family: str = ""
+    parameter_size: str = ""
+    quantization_level: str = ""
+    capabilities: tuple[str, ...] = ()
+    """Only on newer servers; use ``Client.show`` for the authoritative list."""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ModelInfo:
+        """Build from one entry of ``/api/tags``."""
+        details = obj.get("details") or {}
+        return cls(
+            name=str(obj.get("name") or obj.get("model") or ""),
+            size=int(obj.get("size") or 0),
+            modified_at=str(obj.get("modified_at") or ""),
+            digest=str(obj.get("digest") or ""),
+            family=str(details.get("family") or ""),
+            parameter_size=str(details.get("parameter_size") or ""),
+            quantization_level=str(details.get("quantization_level") or ""),
+            capabilities=tuple(obj.get("capabilities") or ()),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class RunningModel:
+    """A model loaded in memory, as ``/api/ps`` lists it."""
+
+    name: str
+    size: int = 0
+    size_vram: int = 0
+    expires_at: str = ""
+    context_length: int | None = None
+    parameter_size: str = ""
+    quantization_level: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> RunningModel:
+        """Build from one entry of ``/api/ps``."""
+        details = obj.get("details") or {}
+        return cls(
+            name=str(obj.get("name") or obj.get("model") or ""),
+            size=int(obj.get("size") or 0),
+            size_vram=int(obj.get("size_vram") or 0),
+            expires_at=str(obj.get("expires_at") or ""),
+            context_length=obj.get("context_length"),
+            parameter_size=str(details.get("parameter_size") or ""),
+            quantization_level=str(details.get("quantization_level") or ""),
+            raw=obj,
+        )
