@@ -6,6 +6,8 @@
 'http://127.0.0.1:11434'
 """
 
+from typing import Any
+
 from ollama_magic._version import __version__
 from ollama_magic.client import Client, Stream, encode_image, parse_host
 from ollama_magic.errors import (
@@ -44,5 +46,25 @@ __all__ = [
     "Unauthorized",
     "__version__",
     "encode_image",
+    "load_ipython_extension",
     "parse_host",
+    "unload_ipython_extension",
 ]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext ollama_magic``: register ``%%ollama`` and ``%ollama``."""
+    from ollama_magic.magics import OllamaMagics
+
+    ipython.register_magics(OllamaMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext ollama_magic``: remove the magics again."""
+    from ollama_magic.magics import OllamaMagics
+
+    manager = ipython.magics_manager
+    for kind in ("line", "cell"):
+        manager.magics[kind].pop("ollama", None)
+    manager.registry.pop(OllamaMagics.__name__, None)
+    ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, OllamaMagics)]

@@ -350,7 +350,7 @@ class Client:
         return self._generation("/api/chat", body, stream)
 
     def _generation(self, path: str, body: dict[str, Any], stream: bool) -> Stream | Result:
-        response = self._send("POST", path, body, stream=True)
+        response = self._send("POST", path, body, stream=True, model=str(body.get("model", "")))
         result = Stream(self, response, model=str(body.get("model", "")))
         return result if stream else result.consume()
 
@@ -569,15 +569,18 @@ class Client:
                 hint="Check the name and tag at https://ollama.com/library.",
                 **kwargs,
             )
-        if status == 404 and not model and "not found" in message:
+        # Ollama's wording changed over versions (single or double quotes, "try pulling it
+        # first"); a 404 that does not speak of a model is something else answering.
+        model_missing = status == 404 and re.match(r"model ['\"].*['\"] not found", message)
+        if model_missing and not model:
             return ModelNotFound(
                 "No model name was given.",
                 model=model,
                 hint="Name a model, e.g. 'llama3.2'; `ollama list` shows the local ones.",
                 **kwargs,
             )
-        if status == 404 and "not found" in message and not message.startswith("404 page"):
-            similar = self._similar_models(model) if model else []
+        if model_missing:
+            similar = self._similar_models(model)
             hint = f"Download it with `ollama pull {model}`."
             if similar:
                 hint += f" Local models with similar names: {', '.join(similar)}."
@@ -621,10 +624,12 @@ class Client:
             names = [m.name for m in self.list()]
         except OllamaError:
             return []
-        base = model.split(":")[0]
-        same_base = [n for n in names if n.split(":")[0] == base]
-        close = difflib.get_close_matches(model, names, n=3, cutoff=0.6)
-        return list(dict.fromkeys(same_base + close))[:3]
+        # Compare without the default tag, so "llama3" finds "llama3.2:latest".
+        short = {name.removesuffix(":latest"): name for name in names}
+        wanted = model.removesuffix(":latest")
+        family = [full for name, full in short.items() if name.split(":")[0].startswith(wanted)]
+        close = difflib.get_close_matches(wanted, list(short), n=3, cutoff=0.6)
+        return list(dict.fromkeys(family + [short[name] for name in close]))[:3]
 
 
 _START_HINT = (

@@ -6,12 +6,23 @@ The stand-in Ollama server comes from ``ollama_magic.testing`` (its pytest plugi
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 from collections.abc import Iterator
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
 
 from ollama_magic import Client
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # IPython and Jupyter write profiles and runtime files: keep them out of the user's home.
+    home = tempfile.mkdtemp(prefix="ollama-magic-tests-")
+    for name in ("IPYTHONDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
+        os.environ.setdefault(name, os.path.join(home, name.lower()))
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +49,18 @@ def dead_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         sock.close()
+
+
+@pytest.fixture
+def ipython(fake_ollama, monkeypatch) -> Iterator[InteractiveShell]:
+    """A real IPython shell with the extension loaded, pointed at the stand-in server."""
+    monkeypatch.setenv("OLLAMA_HOST", fake_ollama.url)
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    shell.extension_manager.load_extension("ollama_magic")
+    try:
+        yield shell
+    finally:
+        shell.extension_manager.unload_extension("ollama_magic")
+        InteractiveShell.clear_instance()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gc
 import signal
+import sys
 import threading
 import time
 
@@ -158,7 +159,11 @@ def test_tool_calls_from_several_chunks_are_accumulated(client, fake_ollama):
     history = [{"role": "user", "content": "weather?"}, result.message]
     client.chat("llama3.2", history, tools=tools, stream=False)
     sent = fake_body(fake_ollama, "/api/chat")["messages"][1]["tool_calls"]
-    assert sent[0]["function"] == {"index": 0, "name": "get_weather", "arguments": {"city": "Tokyo"}}
+    assert sent[0]["function"] == {
+        "index": 0,
+        "name": "get_weather",
+        "arguments": {"city": "Tokyo"},
+    }
 
 
 def test_load_and_unload_replies_are_one_chunk_even_when_streaming(client):
@@ -223,7 +228,7 @@ def test_raw_mode_and_logprobs(client, fake_ollama):
 
 
 def test_a_missing_image_file_is_one_clear_error(client, fake_ollama):
-    with pytest.raises(OllamaError, match="Image file not found: nowhere/cat.png"):
+    with pytest.raises(OllamaError, match=r"Image file not found: nowhere/cat\.png"):
         client.generate("llava", "what is this?", images=["nowhere/cat.png"])
     assert not fake_ollama.requests, "nothing is sent for a bad image"
 
@@ -270,11 +275,22 @@ def test_a_bad_keep_alive_gives_the_server_text_and_a_fix(client):
     ("fault", "expected"),
     [
         (Fault(status=500, error="llama runner process has terminated"), "HTTP 500"),
-        (Fault(status=502, body="<html><title>502 Bad Gateway</title></html>",
-               content_type="text/html"), "502 Bad Gateway"),
+        (
+            Fault(
+                status=502,
+                body="<html><title>502 Bad Gateway</title></html>",
+                content_type="text/html",
+            ),
+            "502 Bad Gateway",
+        ),
         (Fault(status=502, error="upstream unavailable"), "upstream unavailable"),
-        (Fault(status=503, error="server busy, please try again.  maximum pending requests "
-               "exceeded"), "server busy"),
+        (
+            Fault(
+                status=503,
+                error="server busy, please try again.  maximum pending requests exceeded",
+            ),
+            "server busy",
+        ),
         (Fault(status=500, body="Internal Server Error"), "Internal Server Error"),
     ],
     ids=["500-json", "502-html", "502-json", "503-busy", "500-text"],
@@ -290,7 +306,9 @@ def test_server_errors_carry_the_server_text(client, fake_ollama, fault, expecte
 
 def test_an_error_line_mid_stream_keeps_the_partial_text(client, fake_ollama):
     fake_ollama.add_reply("long", Reply(text="one two three four five six"))
-    fake_ollama.inject(Fault(error_after=3, error="an error was encountered while running the model"), times=1)
+    fake_ollama.inject(
+        Fault(error_after=3, error="an error was encountered while running the model"), times=1
+    )
     stream = client.generate("llama3.2", "long answer")
     received = []
     with pytest.raises(StreamError) as info:
@@ -404,16 +422,39 @@ def test_closing_with_a_with_block(client, fake_ollama):
     _generation_stopped(fake_ollama)
 
 
+def _interrupt_when_blocked_in_recv(thread_id: int) -> None:
+    """Send SIGINT to a thread once it waits in a socket read, as a kernel interrupt does."""
+
+    def in_recv() -> bool:
+        frame = sys._current_frames().get(thread_id)
+        while frame is not None:
+            if frame.f_code.co_name in ("readinto", "recv_into", "_safe_read"):
+                return True
+            frame = frame.f_back
+        return False
+
+    wait_until(in_recv)
+    signal.pthread_kill(thread_id, signal.SIGINT)
+
+
 def test_a_keyboard_interrupt_during_the_read_releases_the_connection(client, fake_ollama):
     _slow(fake_ollama, delay=0.5)
-    main = threading.get_ident()
     stream = client.generate("llama3.2", "slow")
+    first = next(stream)
+    threading.Thread(target=_interrupt_when_blocked_in_recv, args=(threading.get_ident(),)).start()
     with pytest.raises(KeyboardInterrupt):
         for _ in stream:
-            # What a kernel interrupt does: SIGINT to the main thread, which sits in recv().
-            threading.Thread(target=signal.pthread_kill, args=(main, signal.SIGINT)).start()
+            pass
     assert stream.closed
-    assert stream.text.startswith("word0")
+    assert stream.text.startswith(first.content)
+    _generation_stopped(fake_ollama)
+
+
+def test_a_keyboard_interrupt_in_the_loop_body_releases_the_connection(client, fake_ollama):
+    _slow(fake_ollama)
+    with pytest.raises(KeyboardInterrupt):
+        for _ in client.generate("llama3.2", "slow"):
+            raise KeyboardInterrupt
     _generation_stopped(fake_ollama)
 
 

@@ -19,7 +19,9 @@ def test_an_unreachable_server_shows_two_lines_in_ipython(shell, dead_url, capsy
     shell.run_cell(f"from ollama_magic import Client; Client({dead_url!r}).version()")
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2, out
-    assert out[0].endswith(f"ServerUnreachable: Cannot reach Ollama at {dead_url} (connection refused).")
+    assert out[0].endswith(
+        f"ServerUnreachable: Cannot reach Ollama at {dead_url} (connection refused)."
+    )
     assert "ollama serve" in out[1]
     assert "Traceback" not in "\n".join(out)
 

@@ -14,7 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])
 def test_ruff(command):
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", *command, "ollama_magic", "tests", "notebooks", "benchmarks"],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            *command,
+            "ollama_magic",
+            "tests",
+            "notebooks",
+            "benchmarks",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

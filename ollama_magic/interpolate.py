@@ -1,0 +1,92 @@
+"""``{name}`` interpolation of prompts from the notebook namespace, leaving everything else alone.
+
+Prompts are full of braces that are not fields: JSON, dict literals, code, LaTeX. Python's
+``str.format`` would fail on them (the trouble of jupyter-ai's ``%%ai``), so only a brace pair
+holding a well-formed field whose name exists in the namespace is replaced, and only when it
+formats without error. ``{{`` and ``}}`` give literal braces as in ``str.format``, except that a
+``}`` closing a literal ``{`` stays itself, so nested JSON such as ``{"a": {"b": 1}}`` survives.
+
+>>> interpolate("Hi {name}! {n:.2f} {xs[0]} {name!r}", {"name": "Ada", "n": 2, "xs": [7]})
+"Hi Ada! 2.00 7 'Ada'"
+>>> interpolate('JSON {"a": {"b": 1}} and {missing} and \\\\frac{1}{2}', {})
+'JSON {"a": {"b": 1}} and {missing} and \\\\frac{1}{2}'
+>>> interpolate("{{name}} is literal", {"name": "Ada"})
+'{name} is literal'
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["interpolate"]
+
+# A replacement field: a name, then .attr / [index] parts, an optional !conversion and :spec.
+_FIELD = re.compile(
+    r"""\{
+    (?P<field>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[[^\[\]{}]+\])*)
+    (?:!(?P<conversion>[rsa]))?
+    (?::(?P<spec>[^{}]*))?
+    \}""",
+    re.VERBOSE,
+)
+_FORMATTER = string.Formatter()
+
+
+def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
+    """Fill ``{field}`` from ``namespace``; anything that is not such a field stays as typed."""
+    out: list[str] = []
+    opened: list[bool] = []  # for each open literal brace: was it written "{{"?
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == "{":
+            if text.startswith("{{", i):
+                opened.append(True)
+                out.append("{")
+                i += 2
+                continue
+            match = _FIELD.match(text, i)
+            value = _format(match, namespace) if match else None
+            if value is not None:
+                out.append(value)
+                i = match.end()  # type: ignore[union-attr]
+                continue
+            opened.append(False)
+            out.append("{")
+            i += 1
+        elif char == "}":
+            if opened and not opened[-1]:
+                opened.pop()  # closes a literal "{": keep it as typed
+                out.append("}")
+                i += 1
+            elif text.startswith("}}", i):
+                if opened:
+                    opened.pop()
+                out.append("}")
+                i += 2
+            else:
+                out.append("}")
+                i += 1
+        else:
+            start = i
+            while i < n and text[i] not in "{}":
+                i += 1
+            out.append(text[start:i])
+    return "".join(out)
+
+
+def _format(match: re.Match[str], namespace: Mapping[str, Any]) -> str | None:
+    """The formatted field, or None when it names nothing or does not format."""
+    field = match.group("field")
+    root = re.match(r"[A-Za-z_]\w*", field)
+    if root is None or root.group(0) not in namespace:
+        return None
+    try:
+        value, _ = _FORMATTER.get_field(field, (), namespace)
+        value = _FORMATTER.convert_field(value, match.group("conversion"))
+        return _FORMATTER.format_field(value, match.group("spec") or "")
+    except Exception:  # a spec that does not fit, an index out of range: not a field after all
+        return None

@@ -1,0 +1,619 @@
+"""The ``%%ollama`` cell magic and the ``%ollama`` line magic, thin over :mod:`.core`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
+from traitlets import Dict, Float, Unicode, default, observe
+
+from ollama_magic.client import Client, parse_host
+from ollama_magic.conversation import DEFAULT_SESSION, Conversations
+from ollama_magic.core import AnswerView, Request, ask
+from ollama_magic.errors import OllamaError
+from ollama_magic.interpolate import interpolate
+from ollama_magic.markdown import render_markdown
+from ollama_magic.render import escape
+from ollama_magic.views import NotebookView, QuietView, TextView
+
+__all__ = ["OllamaMagics"]
+
+
+def _value(text: str) -> Any:
+    """A command-line value: JSON when it parses (numbers, lists, true), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _keep_alive(text: str) -> float | str:
+    """``--keep-alive``: a number is seconds (Ollama rejects the string "-1"); else a duration."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _key_values(pairs: list[str], what: str) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{what} takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+@magics_class
+class OllamaMagics(Magics):
+    """Magics that send notebook cells to Ollama. Configure with ``%config OllamaMagics.…``."""
+
+    host = Unicode(help="The Ollama server. Empty: $OLLAMA_HOST, else http://127.0.0.1:11434.").tag(
+        config=True
+    )
+    model = Unicode(
+        help="The default model. Empty: $OLLAMA_MODEL, else the newest local model."
+    ).tag(config=True)
+    options = Dict(
+        help="Ollama options sent with every request, e.g. {'temperature': 0.2, 'num_ctx': 8192}."
+    ).tag(config=True)
+    keep_alive = Unicode(
+        help="How long Ollama keeps the model loaded after a request ('5m', '-1' forever, '0')."
+    ).tag(config=True)
+    fps = Float(10.0, help="Display updates per second while an answer streams.").tag(config=True)
+    timeout = Float(
+        300.0, help="Seconds to wait for the server to send something (a model may be loading)."
+    ).tag(config=True)
+    headers = Dict(
+        help="Extra HTTP headers for a proxy in front of Ollama (OLLAMA_API_KEY is sent as a "
+        "bearer token without this)."
+    ).tag(config=True)
+
+    @default("host")
+    def _default_host(self) -> str:
+        return os.environ.get("OLLAMA_HOST", "")
+
+    @default("model")
+    def _default_model(self) -> str:
+        return os.environ.get("OLLAMA_MODEL", "")
+
+    @observe("host", "timeout", "headers")
+    def _forget_clients(self, change: Any) -> None:
+        self._clients.clear()
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        self._clients: dict[str, Client] = {}
+        super().__init__(shell, **kwargs)
+        self.conversations = Conversations()
+        """Chat sessions by name; ``%%ollama --chat`` uses ``"default"``."""
+
+    # -- shared helpers ----------------------------------------------------------------------
+
+    def client(self, host: str | None = None) -> Client:
+        """The client for ``host`` (default: the configured one), reused across cells."""
+        key = parse_host(host or self.host or None)
+        if key not in self._clients:
+            self._clients[key] = Client(key, headers=self.headers, timeout=self.timeout)
+        return self._clients[key]
+
+    def _rich_output(self) -> bool:
+        """Whether displays reach a frontend that renders HTML.
+
+        Terminal IPython's publisher is the base ``DisplayPublisher``, which prints only
+        text/plain; kernels (and ``capture_output``) replace it with a subclass.
+        """
+        return type(self.shell.display_pub) is not DisplayPublisher
+
+    def resolve_model(self, explicit: str | None, client: Client) -> tuple[str, list[str]]:
+        """The model to use and a note on how it was chosen (for the footer)."""
+        if explicit:
+            return explicit, []
+        if self.model:
+            return self.model, []
+        models = client.list()
+        if not models:
+            raise OllamaError(
+                f"The Ollama server at {client.host} has no models yet.",
+                hint="Download one with `%ollama pull llama3.2` (or `ollama pull llama3.2`).",
+            )
+        name = models[0].name
+        return name, [f"{name} is the newest local model; set one with %ollama config model=NAME"]
+
+    # -- %%ollama ---------------------------------------------------------------------------
+
+    @no_var_expand
+    @magic_arguments()
+    @argument("model_name", nargs="?", metavar="MODEL", help="Model to use (or -m).")
+    @argument("-m", "--model", help="Model to use; default: %%config OllamaMagics.model.")
+    @argument("-c", "--chat", action="store_true", help="Continue the conversation (/api/chat).")
+    @argument("--session", metavar="NAME", help="Use the conversation NAME (implies --chat).")
+    @argument("-s", "--system", metavar="TEXT", help="System prompt (a chat: the session's).")
+    @argument("-o", "--out", metavar="NAME", help="Store the answer (str) in variable NAME.")
+    @argument("-t", "--temperature", type=float, help="Sampling temperature (option).")
+    @argument("--seed", type=int, help="Random seed, for repeatable answers (option).")
+    @argument("-n", "--num-predict", type=int, metavar="N", help="At most N tokens (option).")
+    @argument("--ctx", type=int, metavar="N", help="Context window in tokens (num_ctx).")
+    @argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Any Ollama option; VALUE is JSON when it parses. Repeatable.",
+    )
+    @argument("--keep-alive", metavar="DURATION", help="Keep the model loaded: 300, '5m', -1.")
+    @argument("--raw", action="store_true", help="Send the prompt without the model's template.")
+    @argument("--suffix", metavar="TEXT", help="Text after the completion (fill-in-the-middle).")
+    @argument("--template", metavar="TEXT", help="Override the model's prompt template.")
+    @argument("--logprobs", action="store_true", help="Ask for token log-probabilities.")
+    @argument("--top-logprobs", type=int, metavar="N", help="Also the N likeliest alternatives.")
+    @argument("--no-stream", action="store_true", help="Wait for the whole answer.")
+    @argument("--host", metavar="URL", help="Ollama server for this cell.")
+    @argument("--plain", action="store_true", help="Show plain text instead of markdown.")
+    @argument("-q", "--quiet", action="store_true", help="Show nothing (use with -o).")
+    @argument("--dry-run", action="store_true", help="Show the request; send nothing.")
+    @argument("--no-interpolate", action="store_true", help="Send {braces} exactly as typed.")
+    @cell_magic("ollama")
+    def ollama_cell(self, line: str, cell: str) -> None:
+        """Send the cell to a model served by Ollama and show the answer as it streams.
+
+        The cell is the prompt. ``{name}``, ``{name.attr}``, ``{name[0]}``, ``{name!r}`` and
+        ``{name:.2f}`` are filled from the notebook's variables; other braces (JSON, code,
+        LaTeX) stay as typed, and ``{{``/``}}`` give literal braces.
+
+        Examples::
+
+            %%ollama llama3.2
+            Explain {topic} to a ten-year-old.
+
+            %%ollama --chat -s "You are a terse physics tutor."
+            What is entropy?
+
+            %%ollama -o summary -t 0 --option stop='["\\n\\n"]'
+            Summarise in one paragraph: {df.describe()}
+
+            %%ollama --dry-run
+            Show me the request instead of sending it.
+
+        A one-shot cell uses /api/generate; ``--chat`` continues the kernel's conversation
+        over /api/chat (``%ollama history`` shows it, ``%ollama reset`` clears it).
+        """
+        args = _parse(self.ollama_cell, line)
+        prompt = cell.strip()
+        if not prompt:
+            raise UsageError("The cell is empty: write the prompt in the cell, under %%ollama.")
+        if args.model_name and args.model:
+            raise UsageError("Give the model once: as MODEL or with -m, not both.")
+        if args.quiet and args.plain:
+            raise UsageError("--quiet shows nothing and --plain shows text: pick one.")
+        if not args.no_interpolate:
+            prompt = interpolate(prompt, self.shell.user_ns)
+        chat = bool(args.chat or args.session)
+        session = args.session or DEFAULT_SESSION
+        client = self.client(args.host)
+        explicit = args.model_name or args.model
+        if args.dry_run and not (explicit or self.model):
+            model, notes = "<newest local model>", ["the model is chosen when the cell is sent"]
+        else:
+            model, notes = self.resolve_model(explicit, client)
+
+        options = dict(self.options)
+        options.update(
+            {
+                key: value
+                for key, value in (
+                    ("temperature", args.temperature),
+                    ("seed", args.seed),
+                    ("num_predict", args.num_predict),
+                    ("num_ctx", args.ctx),
+                )
+                if value is not None
+            }
+        )
+        options.update(_key_values(args.option, "--option"))
+        keep_alive = args.keep_alive if args.keep_alive is not None else self.keep_alive
+        fields: dict[str, Any] = {
+            "model": model,
+            "options": options or None,
+            "keep_alive": _keep_alive(keep_alive) if keep_alive else None,
+            "logprobs": True if args.logprobs or args.top_logprobs else None,
+            "top_logprobs": args.top_logprobs,
+        }
+        conversation = None
+        if chat:
+            for flag, name in ((args.raw, "--raw"), (args.suffix, "--suffix")):
+                if flag:
+                    raise UsageError(f"{name} works with one-shot prompts, not --chat.")
+            if args.template:
+                raise UsageError("--template works with one-shot prompts, not --chat.")
+            conversation = self.conversations[session]
+            messages = conversation.messages
+            if args.system is not None:
+                messages = [m for m in messages if m.get("role") != "system"]
+                messages.insert(0, {"role": "system", "content": args.system})
+            messages.append({"role": "user", "content": prompt})
+            fields["messages"] = messages
+        else:
+            fields.update(
+                prompt=prompt,
+                system=args.system,
+                suffix=args.suffix,
+                template=args.template,
+                raw=True if args.raw else None,
+            )
+        body = {k: v for k, v in fields.items() if v is not None}
+        body["stream"] = not args.no_stream
+        request = Request("chat" if chat else "generate", body, host=client.host, notes=notes)
+
+        if args.dry_run:
+            self._show_request(request)
+            return
+        if conversation is not None and args.system is not None:
+            conversation.system = args.system
+        view = _RecordingView(self._view(args, notes))
+        try:
+            outcome = ask(client, request, view, conversation)
+        except (KeyboardInterrupt, OllamaError):
+            # What arrived before the stream broke or was interrupted is still the user's.
+            if args.out and (view.started or view.partial):
+                self.shell.user_ns[args.out] = view.partial
+            raise
+        if args.out:
+            self.shell.user_ns[args.out] = outcome.text
+
+    def _view(self, args: Any, notes: list[str]) -> AnswerView:
+        if args.quiet:
+            return QuietView()
+        if args.plain or not self._rich_output():
+            return TextView(notes=notes)
+        return NotebookView(fps=self.fps, notes=notes)
+
+    def _show_request(self, request: Request) -> None:
+        text = request.to_json()
+        html = render_markdown(f"```json\n{text}\n```")
+        note = "Dry run: nothing was sent."
+        if request.notes:
+            note += " " + " ".join(request.notes)
+        display(
+            {"text/html": html + f"<div><em>{escape(note)}</em></div>", "text/plain": text},
+            raw=True,
+        )
+
+    # -- %ollama ------------------------------------------------------------------------------
+
+    @no_var_expand
+    @line_magic("ollama")
+    def ollama_line(self, line: str) -> Any:
+        """Administer the Ollama server and the conversations.
+
+        Usage::
+
+            %ollama models                 local models (name, size, parameters, quantization)
+            %ollama ps                     models loaded in memory now
+            %ollama show MODEL             capabilities, parameters, template
+            %ollama pull MODEL             download a model, with a progress bar
+            %ollama status                 is the server there, which version, is the model ready
+            %ollama config [KEY=VALUE ...] show or change host, model, options, fps, timeout
+            %ollama history [--session NAME]   the conversation so far
+            %ollama reset [--session NAME]     forget the conversation
+            %ollama traceback              the full traceback of the last error
+            %ollama help                   this text, and %%ollama's options
+
+        Settings are also traits: ``%config OllamaMagics.model = "qwen3"``.
+        """
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"{exc} in: {line}") from None
+        if not words:
+            return self._help()
+        command, rest = words[0], words[1:]
+        handlers: dict[str, Callable[[list[str]], Any]] = {
+            "models": self._models,
+            "list": self._models,
+            "ps": self._ps,
+            "show": self._show,
+            "pull": self._pull,
+            "status": self._status,
+            "config": self._config,
+            "history": self._history,
+            "reset": self._reset,
+            "traceback": self._traceback,
+            "tb": self._traceback,
+            "help": lambda _: self._help(),
+        }
+        if command not in handlers:
+            raise UsageError(
+                f"Unknown %ollama command {command!r}. Commands: "
+                + ", ".join(sorted(set(handlers) - {"list", "tb"}))
+                + "."
+            )
+        return handlers[command](rest)
+
+    def _help(self) -> None:
+        text = (self.ollama_line.__doc__ or "") + "\n%%ollama\n" + (self.ollama_cell.__doc__ or "")
+        print(_dedent(text))
+
+    def _models(self, rest: list[str]) -> None:
+        _no_arguments("models", rest)
+        client = self.client()
+        models = client.list()
+        if not models:
+            print(f"No local models on {client.host}. Download one: %ollama pull llama3.2")
+            return
+        rows = [
+            [m.name, _size(m.size), m.parameter_size, m.quantization_level, m.modified_at[:10]]
+            for m in models
+        ]
+        _table(["name", "size", "parameters", "quantization", "modified"], rows)
+
+    def _ps(self, rest: list[str]) -> None:
+        _no_arguments("ps", rest)
+        client = self.client()
+        running = client.ps()
+        if not running:
+            print(f"No model is loaded on {client.host}.")
+            return
+        rows = [
+            [
+                m.name,
+                _size(m.size),
+                _size(m.size_vram),
+                str(m.context_length or ""),
+                m.expires_at[:19],
+            ]
+            for m in running
+        ]
+        _table(["name", "size", "in GPU memory", "context", "unloads at"], rows)
+
+    def _show(self, rest: list[str]) -> None:
+        if len(rest) != 1:
+            raise UsageError("Usage: %ollama show MODEL")
+        info = self.client().show(rest[0])
+        details = info.get("details") or {}
+        lines = [
+            f"# {rest[0]}",
+            "",
+            f"**Capabilities:** {', '.join(info.get('capabilities') or []) or 'unknown'}",
+            "",
+            f"**Family:** {details.get('family', '?')} · **parameters:** "
+            f"{details.get('parameter_size', '?')} · **quantization:** "
+            f"{details.get('quantization_level', '?')}",
+        ]
+        if info.get("parameters"):
+            lines += ["", "**Parameters**", "", "```", info["parameters"].strip(), "```"]
+        if info.get("template"):
+            lines += ["", "**Template**", "", "```", info["template"].strip(), "```"]
+        text = "\n".join(lines)
+        display({"text/html": render_markdown(text), "text/plain": text}, raw=True)
+
+    def _pull(self, rest: list[str]) -> None:
+        if len(rest) != 1:
+            raise UsageError("Usage: %ollama pull MODEL")
+        model = rest[0]
+        progress = _PullProgress(model, in_kernel=self._rich_output(), fps=self.fps)
+        try:
+            for line in self.client().pull(model):
+                progress.update(line)
+        except (KeyboardInterrupt, OllamaError):
+            progress.close(failed=True)
+            raise
+        progress.close()
+
+    def _status(self, rest: list[str]) -> None:
+        _no_arguments("status", rest)
+        client = self.client()
+        lines = [f"host: {client.host}"]
+        if not client.is_running():
+            lines.append("server: not reachable. Start it with `ollama serve`, or set OLLAMA_HOST.")
+            print("\n".join(lines))
+            return
+        lines.append(f"server: running, version {client.version()}")
+        names = [m.name for m in client.list()]
+        loaded = [m.name for m in client.ps()]
+        model = self.model
+        if model:
+            full = model if ":" in model else f"{model}:latest"
+            present = full in names or model in names
+            lines.append(
+                f"model: {model} ({'present' if present else 'NOT pulled: %ollama pull ' + model}"
+                f"{', loaded' if full in loaded or model in loaded else ''})"
+            )
+        else:
+            newest = names[0] if names else "none: %ollama pull llama3.2"
+            lines.append(f"model: not set; the newest local model is used ({newest})")
+        lines.append(f"local models: {len(names)}; loaded now: {', '.join(loaded) or 'none'}")
+        print("\n".join(lines))
+
+    def _config(self, rest: list[str]) -> None:
+        traits = {"host", "model", "keep_alive", "fps", "timeout"}
+        for key, value in _key_values(rest, "%ollama config").items():
+            if key in traits:
+                try:
+                    setattr(self, key, value if key in ("fps", "timeout") else str(value))
+                except Exception as exc:
+                    raise UsageError(f"{key}: {exc}") from None
+            else:
+                self.options = {**self.options, key: value}
+        client = self.client()
+        headers = {k: _mask(k, v) for k, v in client.headers.items()}
+        settings = {
+            "host": client.host,
+            "model": self.model or "(the newest local model)",
+            "options": self.options,
+            "keep_alive": self.keep_alive or "(server default, 5m)",
+            "fps": self.fps,
+            "timeout": self.timeout,
+            # Only what the user or OLLAMA_API_KEY added, not requests' own defaults.
+            "headers": {k: v for k, v in headers.items() if k.lower() not in _STANDARD_HEADERS},
+        }
+        width = max(map(len, settings))
+        print("\n".join(f"{key:<{width}}  {value}" for key, value in settings.items()))
+
+    def _session_arg(self, rest: list[str], command: str) -> str:
+        if not rest:
+            return DEFAULT_SESSION
+        if len(rest) == 2 and rest[0] == "--session":
+            return rest[1]
+        raise UsageError(f"Usage: %ollama {command} [--session NAME]")
+
+    def _history(self, rest: list[str]) -> None:
+        name = self._session_arg(rest, "history")
+        conversation = self.conversations[name]
+        if not len(conversation):
+            print(f"The conversation {name!r} is empty. Start one with %%ollama --chat.")
+            return
+        text = conversation.to_markdown()
+        display({"text/html": render_markdown(text), "text/plain": text}, raw=True)
+
+    def _reset(self, rest: list[str]) -> None:
+        name = self._session_arg(rest, "reset")
+        conversation = self.conversations[name]
+        count = len(conversation)
+        conversation.reset(keep_system=False)
+        print(f"Forgot {count} messages of the conversation {name!r}.")
+
+    def _traceback(self, rest: list[str]) -> None:
+        _no_arguments("traceback", rest)
+        error = getattr(sys, "last_value", None)
+        if error is None:
+            print("No error yet.")
+            return
+        print("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+
+
+class _RecordingView:
+    """Wraps a view and keeps the text so far, for ``-o`` after an interrupt or failure."""
+
+    def __init__(self, view: AnswerView) -> None:
+        self._view = view
+        self.partial = ""
+        self.started = False
+
+    def thinking(self, text: str) -> None:
+        self.started = True
+        self._view.thinking(text)
+
+    def content(self, text: str) -> None:
+        self.started = True
+        self.partial += text
+        self._view.content(text)
+
+    def finish(self, outcome: Any) -> None:
+        self.started = True
+        self._view.finish(outcome)
+
+
+class _PullProgress:
+    """A progress bar for ``%ollama pull``, updated in place (plain lines in a terminal)."""
+
+    def __init__(self, model: str, *, in_kernel: bool, fps: float) -> None:
+        self.model = model
+        self.in_kernel = in_kernel
+        self.interval = 1.0 / fps if fps > 0 else 0.0
+        self.last = float("-inf")
+        self.status = "starting"
+        self.fraction: float | None = None
+        self.handle: Any = None
+        self.last_status = ""
+
+    def update(self, line: Any) -> None:
+        self.status = line.status
+        if line.fraction is not None:
+            self.fraction = line.fraction
+        now = time.monotonic()
+        if line.status == self.last_status and now - self.last < self.interval:
+            return
+        self.last, self.last_status = now, line.status
+        self._paint()
+
+    def close(self, *, failed: bool = False) -> None:
+        if failed:
+            self.status = f"{self.status} (stopped)"
+        self._paint()
+        if not self.in_kernel:
+            sys.stdout.write("\n")
+
+    def _paint(self) -> None:
+        percent = f"{self.fraction * 100:5.1f}%" if self.fraction is not None else ""
+        text = f"pull {self.model}: {self.status} {percent}".rstrip()
+        if not self.in_kernel:
+            sys.stdout.write("\r" + text.ljust(70))
+            sys.stdout.flush()
+            return
+        value = int((self.fraction or 0) * 1000)
+        html = (
+            f"<div><code>{escape(self.model)}</code> {escape(self.status)} "
+            f'<progress value="{value}" max="1000" style="width: 16em; vertical-align: middle">'
+            f"</progress> {percent}</div>"
+        )
+        bundle = {"text/html": html, "text/plain": text}
+        if self.handle is None:
+            self.handle = display(bundle, raw=True, display_id=True)
+        else:
+            self.handle.update(bundle, raw=True)
+
+
+_STANDARD_HEADERS = {"content-type", "accept", "accept-encoding", "connection", "user-agent"}
+
+
+def _parse(magic: Any, line: str) -> Any:
+    """Parse a magic's line with shell quoting (IPython's ``parse_argstring`` keeps quotes)."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"{exc} in: {line}") from None
+    return magic.parser.parse_args(words)
+
+
+def _no_arguments(command: str, rest: list[str]) -> None:
+    if rest:
+        raise UsageError(f"%ollama {command} takes no arguments")
+
+
+def _size(size: int) -> str:
+    if not size:
+        return ""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
+def _mask(key: str, value: str) -> str:
+    if key.lower() in ("authorization", "x-api-key", "api-key") and len(value) > 4:
+        return value[:7] + "…" + value[-2:] if value.lower().startswith("bearer ") else "****"
+    return value
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    """Show a table as HTML with a text fallback."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    text = "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in [header, *rows]
+    )
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    html = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    display({"text/html": html, "text/plain": text}, raw=True)
+
+
+def _dedent(text: str) -> str:
+    import inspect
+
+    return inspect.cleandoc(text)

@@ -1,0 +1,165 @@
+"""Safe markdown rendering, whole or incremental, for untrusted model output.
+
+Model output is untrusted: a model can be talked into writing ``<img onerror=…>`` or a
+``javascript:`` link, and JupyterLab does not sanitize the live output of a cell that just ran.
+So HTML comes only from markdown-it-py's ``js-default`` preset (raw HTML off: tags are escaped;
+``javascript:``, ``vbscript:``, ``file:`` and non-image ``data:`` links dropped), and remote
+images become plain links, since loading one would send data to whoever chose its URL.
+
+The incremental renderer keeps streaming cheap: finished top-level blocks are rendered once and
+cached, and only the unfinished tail is parsed again as text arrives.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
+
+__all__ = ["IncrementalMarkdown", "make_markdown", "render_markdown"]
+
+
+def make_markdown() -> MarkdownIt:
+    """A markdown-it parser that is safe for untrusted text (see the module docstring)."""
+    md = MarkdownIt("js-default")
+    md.add_render_rule("image", _render_image)
+    md.add_render_rule("link_open", _render_link_open)
+    return md
+
+
+def _render_image(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    """Inline ``data:`` images render; remote ones become a link (no automatic request)."""
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    if src.startswith("data:image/"):
+        return self.image(tokens, idx, options, env)
+    alt = self.renderInlineAsText(token.children or [], options, env) or "image"
+    href = _escape_attr(src)
+    return f'<a href="{href}" target="_blank" rel="noopener noreferrer">[image: {_escape(alt)}]</a>'
+
+
+def _render_link_open(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    """Links open in a new tab and do not tell the target where they came from."""
+    tokens[idx].attrSet("target", "_blank")
+    tokens[idx].attrSet("rel", "noopener noreferrer")
+    return self.renderToken(tokens, idx, options, env)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escape_attr(text: str) -> str:
+    return _escape(text).replace('"', "&quot;")
+
+
+_DEFAULT = make_markdown()
+
+
+def render_markdown(text: str, md: MarkdownIt | None = None) -> str:
+    """Render a whole text to safe HTML at once."""
+    return (md or _DEFAULT).render(text)
+
+
+# A line that starts a list item: committing just before it could split a list in two (and
+# change a loose list into a tight one), so such a line is never a commit point.
+_LIST_MARKER = re.compile(r"(?:[*+-]|\d{1,9}[.)])(?:[ \t]|$)")
+
+
+class IncrementalMarkdown:
+    """Markdown rendered as it grows: finished blocks once, the unfinished tail each time.
+
+    Every top-level block but the last of the uncommitted tail is final: nothing appended later
+    can change it. Those are rendered once and committed; the tail restarts at the last block.
+    A block is committed only when the next block's first line is complete (``2`` may become
+    ``2. item``) and that line is neither indented nor a list item (either may still join the
+    block before it). Link reference definitions that come after their use are the one thing
+    this cannot get right, so :meth:`final_html` renders the whole text once more.
+
+    >>> inc = IncrementalMarkdown()
+    >>> inc.feed("# Title\\n\\nSome *text*")
+    >>> inc.update()  # the next block's first line is unfinished: nothing final yet
+    ([], '<h1>Title</h1>\\n<p>Some <em>text</em></p>\\n')
+    >>> inc.feed(" more.\\n")
+    >>> inc.update()  # now it is complete: the heading is final
+    (['<h1>Title</h1>\\n'], '<p>Some <em>text</em> more.</p>\\n')
+    """
+
+    def __init__(self, md: MarkdownIt | None = None) -> None:
+        self.md = md or _DEFAULT
+        self._text = ""
+        self._tail = ""
+        self._references: dict[str, Any] = {}
+        self.committed: list[str] = []
+        """HTML of the committed blocks, in order (one entry per :meth:`update` that committed)."""
+
+    @property
+    def text(self) -> str:
+        """Everything fed so far."""
+        return self._text
+
+    @property
+    def committed_length(self) -> int:
+        """How many characters of :attr:`text` lie in committed blocks."""
+        return len(self._text) - len(self._tail)
+
+    def feed(self, text: str) -> None:
+        """Append text; rendering waits for :meth:`update`."""
+        if text:
+            self._text += text  # amortised O(1) in CPython: the only reference
+            self._tail += text
+
+    def update(self) -> tuple[list[str], str]:
+        """Commit what is final; return (HTML of newly committed blocks, HTML of the tail)."""
+        env: dict[str, Any] = {"references": dict(self._references)}
+        tokens = self.md.parse(self._tail, env)
+        split = self._commit_point(tokens)
+        new: list[str] = []
+        if split is not None:
+            index, line = split
+            new.append(self.md.renderer.render(tokens[:index], self.md.options, env))
+            self.committed.extend(new)
+            for label, ref in env.get("references", {}).items():
+                # Keep only definitions that lie in the committed text (the rest is re-parsed).
+                if label not in self._references and (ref.get("map") or [0])[0] < line:
+                    self._references[label] = ref
+            self._tail = self._tail[_offset_of_line(self._tail, line) :]
+            tokens = tokens[index:]
+        return new, self.md.renderer.render(tokens, self.md.options, env)
+
+    def _commit_point(self, tokens: list[Token]) -> tuple[int, int] | None:
+        """(token index, tail line) where the last committable block boundary is, if any."""
+        starts = [
+            (i, t.map[0]) for i, t in enumerate(tokens) if t.level == 0 and t.nesting >= 0 and t.map
+        ]
+        complete_lines = self._tail.count("\n")
+        lines = self._tail.split("\n")
+        for index, line in reversed(starts[1:]):
+            if line >= complete_lines:
+                continue  # the block's first line is still being written
+            first = lines[line]
+            if first[:1] in (" ", "\t") or _LIST_MARKER.match(first):
+                continue
+            return index, line
+        return None
+
+    def final_html(self) -> str:
+        """The whole text rendered at once: what the incremental frames converge to."""
+        return self.md.render(self.text)
+
+
+def _offset_of_line(text: str, line: int) -> int:
+    """Character offset where line number ``line`` (0-based) of ``text`` starts."""
+    offset = 0
+    for _ in range(line):
+        offset = text.index("\n", offset) + 1
+    return offset
