@@ -18,27 +18,49 @@ from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
 from ollama_magic import Client
-from ollama_magic.testing import FakeOllama
+from ollama_magic.testing import FakeOllama, Fault
 
 HERE = Path(__file__).resolve().parent
 
 
 class EchoingClient(NotebookClient):
-    """Executes a notebook and echoes each cell's text output to the terminal as it arrives."""
+    """Executes a notebook and echoes its output to the terminal as it arrives.
 
-    def output(self, outs: list[Any], msg: dict[str, Any], display_id: str, cell_index: int) -> Any:
+    Answers stream into displays updated in place; the terminal gets what each update adds
+    to the visible text, so answers stream here too.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._displays: dict[str, str] = {}  # display id -> its text, in display order
+        self._printed = ""
+
+    def process_message(self, msg: dict[str, Any], cell: Any, cell_index: int) -> Any:
         kind = msg["msg_type"]
-        content = msg["content"]
-        if kind == "stream":
+        content = msg.get("content", {})
+        if kind == "execute_input":
+            print(f"\n\033[2mIn [{cell_index}]: {content['code'].splitlines()[0]}\033[0m")
+            self._displays, self._printed = {}, ""
+        elif kind == "stream":
             sys.stdout.write(content["text"])
-            sys.stdout.flush()
-        elif kind in ("execute_result", "display_data"):
+        elif kind in ("display_data", "update_display_data", "execute_result"):
             text = content.get("data", {}).get("text/plain", "")
-            if text:
+            display_id = content.get("transient", {}).get("display_id")
+            if display_id is None:
                 print(text)
+            else:
+                self._displays[display_id] = text
+                self._echo_visible()
         elif kind == "error":
             print(f"{content['ename']}: {content['evalue']}")
-        return super().output(outs, msg, display_id, cell_index)
+        sys.stdout.flush()
+        return super().process_message(msg, cell, cell_index)
+
+    def _echo_visible(self) -> None:
+        visible = "".join(self._displays.values())
+        if visible.startswith(self._printed):
+            sys.stdout.write(visible[len(self._printed) :])
+            self._printed = visible
 
 
 def banner(text: str) -> None:
@@ -72,7 +94,8 @@ def main() -> int:
     if client.is_running():
         banner(f"Using the REAL Ollama server at {client.host} (version {client.version()}).")
     else:
-        stand_in = FakeOllama(delay=0.02).start()
+        stand_in = FakeOllama().start()
+        stand_in.inject(Fault(delay=0.02))  # token by token, as a real model streams
         os.environ["OLLAMA_HOST"] = stand_in.url  # the kernel inherits it
         banner(
             f"No Ollama server answered at {client.host}.\n"

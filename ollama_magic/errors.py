@@ -61,8 +61,13 @@ class OllamaError(Exception):
 
 
 def _colour() -> bool:
-    """Whether to colour the error name (IPython shells render ANSI; NO_COLOR opts out)."""
-    return "NO_COLOR" not in os.environ and ("ipykernel" in sys.modules or sys.stdout.isatty())
+    """Colour the error name as IPython colours its own, unless its colours are off or NO_COLOR."""
+    if "NO_COLOR" in os.environ or "IPython" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell is not None and str(getattr(shell, "colors", "nocolor")).lower() != "nocolor"
 
 
 class ServerUnreachable(OllamaError):

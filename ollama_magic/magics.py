@@ -95,6 +95,7 @@ class OllamaMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         self._clients: dict[str, Client] = {}
+        self._announced_model: str | None = None
         super().__init__(shell, **kwargs)
         self.conversations = Conversations()
         """Chat sessions by name; ``%%ollama --chat`` uses ``"default"``."""
@@ -129,6 +130,9 @@ class OllamaMagics(Magics):
                 hint="Download one with `%ollama pull llama3.2` (or `ollama pull llama3.2`).",
             )
         name = models[0].name
+        if self._announced_model == name:
+            return name, []
+        self._announced_model = name  # say it once, not under every answer
         return name, [f"{name} is the newest local model; set one with %ollama config model=NAME"]
 
     # -- %%ollama ---------------------------------------------------------------------------

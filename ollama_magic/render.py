@@ -162,15 +162,18 @@ class LiveMarkdown:
         metadata: dict[str, Any] | None = None,
         *,
         body_html: str | None = None,
+        footer_text: str = "",
     ) -> None:
         """Paint the final frame: the whole answer rendered at once, plus ``footer_html``.
 
         It goes into the first output; any other output is emptied, so the answer shows once.
+        ``footer_text`` ends the text/plain version (what terminals and text exports show).
         """
         body = self._markdown.final_html() if body_html is None else body_html
         slots = [*self._slots, *([self._live] if self._live else [])]
         first = slots[0] if slots else _Slot(None)
-        self._paint(first, body + footer_html, self._markdown.text, metadata or {})
+        text = self._markdown.text + footer_text
+        self._paint(first, body + footer_html, text, metadata or {})
         for slot in slots[1:]:
             self._paint(slot, "", "")
         self._slots, self._live = [], None

@@ -69,14 +69,19 @@ class NotebookView:
     def finish(self, outcome: Outcome) -> None:
         if outcome.thinking:
             self._thinking.finish()
-        parts = [escape(p) for p in footer_parts(outcome) + self._notes]
-        footer = _FOOTER.format(" · ".join(parts))
+        facts = " · ".join(footer_parts(outcome) + self._notes)
+        footer = _FOOTER.format(escape(facts))
+        footer_text = f"\n\n[{facts}]"
+        problem = None
         if outcome.error is not None:
-            footer = _ERROR.format(escape(outcome.error.message)) + footer
+            problem = outcome.error.message
         elif outcome.result is not None and not outcome.text and outcome.thinking:
-            footer = _ERROR.format("The model only thought and gave no answer.") + footer
+            problem = "The model only thought and gave no answer."
+        if problem:
+            footer = _ERROR.format(escape(problem)) + footer
+            footer_text = f"\n\n[{problem}]{footer_text}"
         metadata = {"ollama_magic": outcome.request.provenance()}
-        self._answer.finish(footer, metadata)
+        self._answer.finish(footer, metadata, footer_text=footer_text)
 
 
 class TextView:

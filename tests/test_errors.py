@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from _util import plain
 from IPython.core.interactiveshell import InteractiveShell
 
 from ollama_magic import ModelNotFound, OllamaError, ServerUnreachable, StreamError
@@ -17,7 +18,7 @@ def shell():
 
 def test_an_unreachable_server_shows_two_lines_in_ipython(shell, dead_url, capsys):
     shell.run_cell(f"from ollama_magic import Client; Client({dead_url!r}).version()")
-    out = capsys.readouterr().out.strip().splitlines()
+    out = plain(capsys.readouterr().out).strip().splitlines()
     assert len(out) == 2, out
     assert out[0].endswith(
         f"ServerUnreachable: Cannot reach Ollama at {dead_url} (connection refused)."
@@ -30,7 +31,7 @@ def test_a_model_not_found_shows_the_pull_command(shell, fake_ollama, capsys):
     shell.run_cell(
         f"from ollama_magic import Client; Client({fake_ollama.url!r}).generate('llama3', 'hi')"
     )
-    out = capsys.readouterr().out
+    out = plain(capsys.readouterr().out)
     assert "ModelNotFound: Model 'llama3' is not on the Ollama server" in out
     assert "ollama pull llama3" in out
     assert "Traceback" not in out
@@ -39,7 +40,7 @@ def test_a_model_not_found_shows_the_pull_command(shell, fake_ollama, capsys):
 def test_the_full_traceback_on_demand(shell, dead_url, capsys, monkeypatch):
     monkeypatch.setattr(OllamaError, "show_traceback", True)
     shell.run_cell(f"from ollama_magic import Client; Client({dead_url!r}).version()")
-    out = capsys.readouterr().out
+    out = plain(capsys.readouterr().out)
     assert "Traceback (most recent call last)" in out
     assert "requests.exceptions.ConnectionError" in out, "the cause is kept, not dropped"
 

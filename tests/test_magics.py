@@ -7,7 +7,7 @@ import threading
 from html.parser import HTMLParser
 
 import pytest
-from _util import wait_until
+from _util import plain, wait_until
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from test_client import _interrupt_when_blocked_in_recv
@@ -53,7 +53,7 @@ def test_a_cell_streams_an_answer_rendered_as_markdown(ipython, fake_ollama):
     assert "ollama-magic-footer" in html and "llama3.2" in html
     assert any(o.update for o in captured.outputs), "the answer should update in place"
     final = captured.outputs[-1]
-    assert final.data["text/plain"] == answer
+    assert final.data["text/plain"].startswith(answer + "\n\n[llama3.2 · ")
     provenance = [o.metadata["ollama_magic"] for o in captured.outputs if o.metadata]
     assert provenance[-1]["model"] == "llama3.2"
     assert provenance[-1]["request"]["prompt"] == "Explain entropy"
@@ -305,7 +305,7 @@ def test_chat_rejects_one_shot_only_options(ipython):
 
 def test_errors_show_as_two_lines_not_a_traceback(ipython, fake_ollama, capsys):
     ipython.run_cell("%%ollama llama3\nhi")
-    out = capsys.readouterr().out.strip().splitlines()
+    out = plain(capsys.readouterr().out).strip().splitlines()
     assert len(out) == 2
     assert "ModelNotFound: Model 'llama3' is not on the Ollama server" in out[0]
     assert "ollama pull llama3" in out[1]

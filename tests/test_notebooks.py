@@ -1,0 +1,88 @@
+"""The example notebooks execute end to end in a real kernel against the stand-in server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def execute(name: str, fake_ollama, monkeypatch, tmp_path) -> nbformat.NotebookNode:
+    monkeypatch.setenv("OLLAMA_HOST", fake_ollama.url)  # the kernel inherits the environment
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    return notebook
+
+
+def cell_by_source(notebook, start: str):
+    return next(c for c in notebook.cells if c.cell_type == "code" and c.source.startswith(start))
+
+
+def html_outputs(cell) -> list[str]:
+    return [o.data["text/html"] for o in cell.outputs if o.get("data", {}).get("text/html")]
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    from ollama_magic.testing import FakeOllama
+
+    with FakeOllama() as server, pytest.MonkeyPatch.context() as monkeypatch:
+        notebook = execute("quickstart.ipynb", server, monkeypatch, tmp_path_factory.mktemp("nb"))
+        yield notebook, server
+
+
+def test_quickstart_runs_and_shows_streamed_markdown_answers(quickstart):
+    notebook, server = quickstart
+    one_shot = cell_by_source(notebook, "%%ollama\nExplain")
+    (html,) = html_outputs(one_shot)  # the answer shows once in the saved notebook
+    assert html.startswith('<div class="ollama-magic-answer">')
+    assert "<ul>" in html and "ollama-magic-footer" in html
+    prompts = [r.body["prompt"] for r in server.requests if r.path == "/api/generate"]
+    assert "Explain in three short bullet points why the sky is blue." in prompts
+
+
+def test_quickstart_status_models_and_history(quickstart):
+    notebook, _ = quickstart
+    status = cell_by_source(notebook, "%ollama status")
+    assert "server: running" in status.outputs[0].text
+    assert "<table>" in html_outputs(cell_by_source(notebook, "%ollama models"))[0]
+    history = cell_by_source(notebook, "%ollama history").outputs[0].data["text/plain"]
+    assert "What is a prime number?" in history and "List the first five of them." in history
+    assert "You are a concise maths tutor." in history
+
+
+def test_quickstart_interpolates_a_dataframe_and_binds_the_answer(quickstart):
+    notebook, server = quickstart
+    prompt = next(
+        r.body["prompt"]
+        for r in server.requests
+        if r.path == "/api/generate" and "temperatures" in r.body["prompt"]
+    )
+    assert "Oslo" in prompt and "Cairo" in prompt
+    printed = cell_by_source(notebook, 'print(f"{len(answer)}').outputs[0].text
+    assert "characters, starting:" in printed
+
+
+def test_quickstart_dry_run_keeps_json_braces(quickstart):
+    notebook, _ = quickstart
+    shown = cell_by_source(notebook, "%%ollama --dry-run").outputs[0].data["text/plain"]
+    assert (
+        '"prompt": "Return 3 rows as JSON like {\\"city\\": \\"...\\", \\"temp_c\\": 0}."' in shown
+    )
+
+
+def test_quickstart_error_is_two_lines(quickstart):
+    notebook, _ = quickstart
+    (error,) = cell_by_source(notebook, "%%ollama no-such-model").outputs
+    assert error.output_type == "error" and error.ename == "ModelNotFound"
+    assert len(error.traceback) == 2
+    assert "ollama pull no-such-model" in error.traceback[1]
