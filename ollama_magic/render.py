@@ -103,7 +103,7 @@ class LiveMarkdown:
         *,
         fps: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
-        segment_bytes: int = 4096,
+        segment_bytes: int = 512,
         wrap: Callable[[str], str] = lambda body: body,
     ) -> None:
         self._sink = sink

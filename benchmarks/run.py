@@ -1,0 +1,153 @@
+"""Speed and size benchmarks, each printed as a ratio against a floor measured in the same run.
+
+Run:  .venv/bin/python benchmarks/run.py   (after tests/run or notebooks/run made .venv)
+
+- render: a 2,000-paragraph answer streamed at 50 tokens/s and 10 frames/s through the live
+  display. Floor: the answer's final HTML and text, sent once. Compared with re-sending the
+  whole answer every frame, which is what a plain ``DisplayHandle.update(Markdown(text))``
+  loop does.
+- stream: 20,000 chunks from the stand-in server through ``Client.generate``. Floor: the same
+  HTTP response read with ``requests`` and each line parsed with ``json.loads``, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import tracemalloc
+from typing import Any
+
+import requests
+
+from ollama_magic import Client
+from ollama_magic.markdown import render_markdown
+from ollama_magic.render import LiveMarkdown
+from ollama_magic.testing import FakeOllama, Reply
+
+
+class _Sink:
+    def display(self, bundle: dict[str, str], metadata: dict[str, Any]) -> _Sink:
+        return self
+
+    def update(self, bundle: dict[str, str], metadata: dict[str, Any]) -> None:
+        pass
+
+
+def bench_render(
+    paragraphs: int = 2000, tokens_per_second: float = 50.0, fps: float = 10.0
+) -> None:
+    text = "\n\n".join(
+        f"Paragraph {i}: the *model* writes about topic {i % 17}, with `code` and naïve café."
+        for i in range(paragraphs)
+    )
+    tokens = re.findall(r"\s*\S+|\s+", text)
+
+    def stream_through_live(measure_memory: bool) -> tuple[LiveMarkdown, list[int], int, int]:
+        now = 0.0
+        live = LiveMarkdown(_Sink(), fps=fps, clock=lambda: now)
+        frame_lengths = []  # text length at each repaint, to price the whole-answer way
+        outputs = peak = 0
+        if measure_memory:
+            tracemalloc.start()
+        for token in tokens:
+            now += 1 / tokens_per_second
+            before = live.frames
+            live.feed(token)
+            if live.frames != before:
+                frame_lengths.append(len(live.text))
+                outputs = max(outputs, live.outputs)
+        if measure_memory:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        live.finish()
+        return live, frame_lengths, outputs, peak
+
+    started = time.perf_counter()
+    live, frame_lengths, outputs, _ = stream_through_live(measure_memory=False)
+    ours_seconds = time.perf_counter() - started
+    *_, peak = stream_through_live(measure_memory=True)
+
+    started = time.perf_counter()
+    final_html = render_markdown(text)
+    floor_seconds = time.perf_counter() - started
+    floor_bytes = len(final_html.encode()) + len(text.encode())
+
+    # Whole-answer re-render at the same frames: render a sample of frames for real, and
+    # scale (rendering all of them takes minutes, which is the point).
+    step = max(1, len(frame_lengths) // 40)
+    sample_bytes = sample_seconds = 0.0
+    for length in frame_lengths[::step]:
+        t0 = time.perf_counter()
+        html = render_markdown(text[:length])
+        sample_seconds += time.perf_counter() - t0
+        sample_bytes += len(html.encode()) + len(text[:length].encode())
+    scale = len(frame_lengths) / len(frame_lengths[::step])
+    whole_bytes, whole_seconds = sample_bytes * scale, sample_seconds * scale
+
+    print(f"render: {paragraphs} paragraphs, {len(tokens)} tokens, {len(text) / 1000:.0f} KB text")
+    print(
+        f"  frames: {live.frames} updates in {outputs} outputs (whole-answer: "
+        f"{len(frame_lengths)} updates in 1 output)"
+    )
+    print(
+        f"  bytes sent: {live.bytes_sent / 1e6:.1f} MB = {live.bytes_sent / floor_bytes:.1f}x "
+        f"floor ({floor_bytes / 1e3:.0f} KB); whole-answer re-render: {whole_bytes / 1e6:.0f} MB"
+        f" = {whole_bytes / floor_bytes:.0f}x floor"
+    )
+    print(
+        f"  CPU: {ours_seconds:.2f} s = {ours_seconds / floor_seconds:.0f}x one-shot render "
+        f"({floor_seconds * 1e3:.0f} ms); whole-answer re-render: ~{whole_seconds:.0f} s = "
+        f"{whole_seconds / floor_seconds:.0f}x"
+    )
+
+    text_bytes = len(text.encode())
+    print(
+        f"  memory while streaming: peak {peak / 1e6:.2f} MB for {text_bytes / 1e6:.2f} MB of "
+        f"text = {peak / text_bytes:.1f}x the text"
+    )
+
+
+def best_of(times: int, run: Any) -> tuple[float, tuple[Any]]:
+    """The fastest of a few runs (seconds) and that run's result."""
+    best: tuple[float, tuple[Any]] | None = None
+    for _ in range(times):
+        started = time.perf_counter()
+        result = run()
+        elapsed = time.perf_counter() - started
+        if best is None or elapsed < best[0]:
+            best = (elapsed, (result,))
+    assert best is not None
+    return best
+
+
+def bench_stream(chunks: int = 20000) -> None:
+    words = " ".join(f"w{i % 1000}" for i in range(chunks))
+    with FakeOllama() as server:
+        server.add_reply("bench", Reply(text=words))
+        body = {"model": "llama3.2", "prompt": "bench"}
+        # Warm up both paths (connections, caches).
+        Client(server.url).generate("llama3.2", "bench").consume()
+
+        def floor_run() -> int:
+            with requests.post(
+                server.url + "/api/generate", data=json.dumps(body), stream=True
+            ) as r:
+                return sum(1 for line in r.iter_lines() if line and json.loads(line))
+
+        def ours_run() -> Any:
+            stream = Client(server.url).generate("llama3.2", "bench")
+            return stream, sum(1 for _ in stream)
+
+        floor, (floor_chunks,) = best_of(3, floor_run)
+        ours, ((stream, ours_chunks),) = best_of(3, ours_run)
+    assert stream.text == words and ours_chunks == floor_chunks
+    print(
+        f"stream: {ours_chunks} chunks in {ours:.2f} s ({ours_chunks / ours:,.0f} chunks/s) = "
+        f"{ours / floor:.2f}x floor (requests + json.loads: {floor:.2f} s)"
+    )
+
+
+if __name__ == "__main__":
+    bench_render()
+    bench_stream()
