@@ -474,3 +474,12 @@ def test_unload_removes_the_magics(ipython):
     assert "ollama" not in ipython.magics_manager.magics["line"]
     ipython.extension_manager.load_extension("ollama_magic")
     assert "ollama" in ipython.magics_manager.magics["cell"]
+
+
+def test_in_terminal_ipython_the_answer_streams_as_plain_text(ipython, fake_ollama, capsys):
+    # Terminal IPython's display publisher prints only text/plain: the magic writes text.
+    fake_ollama.add_reply("capital", "**Paris** is the capital.")
+    ipython.run_cell_magic("ollama", "llama3.2", "The capital of France?")
+    out = capsys.readouterr().out
+    assert out.startswith("**Paris** is the capital.\n\n[llama3.2 · ")
+    assert "<" not in out
