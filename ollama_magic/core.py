@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ollama_magic.client import Client
+from ollama_magic.client import Client, Stream
 from ollama_magic.conversation import Conversation
 from ollama_magic.errors import OllamaError
 from ollama_magic.types import Result
 
-__all__ = ["AnswerView", "Outcome", "Request", "ask", "footer_parts"]
+__all__ = ["AnswerView", "Outcome", "Request", "StopSignal", "ask", "footer_parts"]
 
 
 @dataclass
@@ -73,10 +74,40 @@ class Outcome:
     """The whole answer when it completed."""
     error: OllamaError | None = None
     interrupted: bool = False
+    """Stopped by a kernel interrupt (KeyboardInterrupt)."""
+    stopped: bool = False
+    """Stopped by :meth:`StopSignal.stop` (a Stop button)."""
 
     @property
     def complete(self) -> bool:
         return self.result is not None
+
+
+class StopSignal:
+    """Stops a running :func:`ask` from another thread, at once.
+
+    A thread blocked reading the next token cannot be woken by closing the response; the
+    stream's :meth:`~ollama_magic.client.Stream.abort` shuts its socket down, which does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stream: Stream | None = None
+        self.stopped = False
+
+    def attach(self, stream: Stream) -> None:
+        """Called by :func:`ask` when the stream starts (stops it at once if already asked)."""
+        with self._lock:
+            self._stream = stream
+            if self.stopped:
+                stream.abort()
+
+    def stop(self) -> None:
+        """Stop the answer: the reader wakes, and the partial answer is kept."""
+        with self._lock:
+            self.stopped = True
+            if self._stream is not None:
+                self._stream.abort()
 
 
 class AnswerView(Protocol):
@@ -97,13 +128,15 @@ def ask(
     request: Request,
     view: AnswerView,
     conversation: Conversation | None = None,
+    stop: StopSignal | None = None,
 ) -> Outcome:
     """Send ``request``, stream the answer into ``view``, and keep ``conversation`` in step.
 
     For a chat, ``request.body["messages"]`` must end with the new user message(s), and the
     conversation must hold the earlier ones: after a complete answer the new messages and the
     answer are appended. An interrupted turn is kept with its partial answer (the user saw it
-    and may say "go on"); a failed turn is not recorded, so asking again does not repeat it.
+    and may say "go on"), as is one stopped through ``stop``; a failed turn is not recorded, so
+    asking again does not repeat it.
 
     Errors propagate after the view has shown what arrived (``outcome.error`` has it too),
     and a KeyboardInterrupt after the partial answer was drawn, so "Run All" stops.
@@ -117,6 +150,8 @@ def ask(
     try:
         if stream_wanted:
             stream = call(**body, stream=True)
+            if stop is not None:
+                stop.attach(stream)
             for chunk in stream:
                 if chunk.thinking:
                     outcome.thinking += chunk.thinking
@@ -125,6 +160,7 @@ def ask(
                     outcome.text += chunk.content
                     view.content(chunk.content)
             outcome.result = stream.result
+            outcome.stopped = stream.aborted
         else:
             result = call(**body, stream=False)
             outcome.result = result
@@ -157,7 +193,7 @@ def _record(
     """Append the turn's new messages and the answer to the conversation."""
     if conversation is None or request.endpoint != "chat":
         return
-    if outcome.interrupted and not outcome.text:
+    if (outcome.interrupted or outcome.stopped) and not outcome.text:
         return  # nothing was said: as if the turn never happened
     conversation.truncate(before)
     sent = request.body.get("messages", [])
@@ -187,6 +223,8 @@ def footer_parts(outcome: Outcome) -> list[str]:
             parts.append("truncated at the token limit (raise -n/--num-predict or --ctx)")
     if outcome.interrupted:
         parts.append("interrupted")
+    elif outcome.stopped:
+        parts.append("stopped")
     elif outcome.error is not None:
         parts.append("failed")
     return parts
