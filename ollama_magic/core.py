@@ -16,10 +16,20 @@ from typing import Any, Literal, Protocol
 
 from ollama_magic.client import Client, Stream
 from ollama_magic.conversation import Conversation
-from ollama_magic.errors import OllamaError
-from ollama_magic.types import Result
+from ollama_magic.errors import ModelOutputError, OllamaError
+from ollama_magic.structured import OutputFormat
+from ollama_magic.tools import Toolbox
+from ollama_magic.types import Result, ToolCall
 
-__all__ = ["AnswerView", "Outcome", "Request", "StopSignal", "ask", "footer_parts"]
+__all__ = [
+    "AnswerView",
+    "Outcome",
+    "Request",
+    "StopSignal",
+    "ask",
+    "build_request",
+    "footer_parts",
+]
 
 
 @dataclass
@@ -42,8 +52,12 @@ class Request:
         return bool(self.body.get("stream", True))
 
     def describe(self) -> dict[str, Any]:
-        """The request as data: host, path and body (for ``--dry-run``)."""
-        return {"host": self.host, "path": f"/api/{self.endpoint}", "body": self.body}
+        """The request as data, for ``--dry-run``: host, path and body, images abbreviated."""
+        body = copy.deepcopy(self.body)
+        for holder in [body, *body.get("messages", [])]:
+            if holder.get("images"):
+                holder["images"] = [f"{i[:12]}… ({len(i)} base64 chars)" for i in holder["images"]]
+        return {"host": self.host, "path": f"/api/{self.endpoint}", "body": body}
 
     def provenance(self) -> dict[str, Any]:
         """What produced an answer, for output metadata: images are summarised, not copied."""
@@ -62,6 +76,10 @@ class Request:
     def to_json(self) -> str:
         return json.dumps(self.describe(), indent=2, ensure_ascii=False)
 
+    def with_messages(self, messages: list[dict[str, Any]]) -> Request:
+        """The same chat request with other messages (the next round of a tool loop)."""
+        return Request(self.endpoint, {**self.body, "messages": messages}, self.host, self.notes)
+
 
 @dataclass
 class Outcome:
@@ -77,10 +95,56 @@ class Outcome:
     """Stopped by a kernel interrupt (KeyboardInterrupt)."""
     stopped: bool = False
     """Stopped by :meth:`StopSignal.stop` (a Stop button)."""
+    value: Any = None
+    """The parsed answer, when a format was asked for."""
+    tool_results: list[tuple[ToolCall, str, bool]] = field(default_factory=list)
+    """Each tool call run: (call, the text sent back, whether it failed)."""
+    started: bool = False
+    """Whether the server began to answer (so the view has something to finish)."""
 
     @property
     def complete(self) -> bool:
         return self.result is not None
+
+
+def build_request(
+    model: str,
+    prompt: str,
+    *,
+    conversation: Conversation | None = None,
+    system: str | None = None,
+    tools: Toolbox | None = None,
+    images: list[str] | None = None,
+    output: OutputFormat | None = None,
+    stream: bool = True,
+    host: str = "",
+    **fields: Any,
+) -> Request:
+    """The request for one question: ``/api/chat`` in a conversation or with tools, else
+    ``/api/generate``.
+
+    ``fields`` are further API fields (``options``, ``think``, ``keep_alive``, ``suffix``, …);
+    those left as None are not sent, so the server's defaults apply. In a chat, ``system``
+    replaces the conversation's system message for this request (the caller decides whether
+    the conversation keeps it).
+    """
+    body: dict[str, Any] = {"model": model, **fields, "format": output.format if output else None}
+    if conversation is not None or tools:
+        messages = conversation.messages if conversation is not None else []
+        if system is not None:
+            messages = [m for m in messages if m.get("role") != "system"]
+            messages.insert(0, {"role": "system", "content": system})
+        user: dict[str, Any] = {"role": "user", "content": prompt}
+        if images:
+            user["images"] = images
+        body.update(messages=[*messages, user], tools=tools.schemas if tools else None)
+        endpoint: Literal["generate", "chat"] = "chat"
+    else:
+        body.update(prompt=prompt, system=system, images=images or None)
+        endpoint = "generate"
+    body = {key: value for key, value in body.items() if value is not None}
+    body["stream"] = stream
+    return Request(endpoint, body, host)
 
 
 class StopSignal:
@@ -129,77 +193,171 @@ def ask(
     view: AnswerView,
     conversation: Conversation | None = None,
     stop: StopSignal | None = None,
+    *,
+    output: OutputFormat | None = None,
+    retries: int = 0,
+    tools: Toolbox | None = None,
+    max_tool_rounds: int = 5,
 ) -> Outcome:
     """Send ``request``, stream the answer into ``view``, and keep ``conversation`` in step.
 
     For a chat, ``request.body["messages"]`` must end with the new user message(s), and the
-    conversation must hold the earlier ones: after a complete answer the new messages and the
-    answer are appended. An interrupted turn is kept with its partial answer (the user saw it
-    and may say "go on"), as is one stopped through ``stop``; a failed turn is not recorded, so
-    asking again does not repeat it.
+    conversation must hold the earlier ones: after a complete answer the new messages, any tool
+    exchange and the answer are appended. An interrupted turn is kept with its partial answer
+    (the user saw it and may say "go on"), as is one stopped through ``stop``; a failed turn is
+    not recorded, so asking again does not repeat it.
+
+    With ``tools``, calls the model makes are run (only those functions) and their results sent
+    back, until an answer without calls, for at most ``max_tool_rounds`` rounds. With
+    ``output``, the answer is parsed into ``outcome.value``; an invalid one is asked for again
+    up to ``retries`` times, saying what was wrong, and then raises ModelOutputError.
 
     Errors propagate after the view has shown what arrived (``outcome.error`` has it too),
     and a KeyboardInterrupt after the partial answer was drawn, so "Run All" stops.
     """
     outcome = Outcome(request)
     before = len(conversation) if conversation is not None else 0
-    body = dict(request.body)
-    stream_wanted = body.pop("stream", True)
-    call = client.chat if request.endpoint == "chat" else client.generate
-    stream = None
+    exchange: list[dict[str, Any]] = []  # tool calls and results this turn adds
+    current, attempt, rounds = request, 0, 0
     try:
-        if stream_wanted:
-            stream = call(**body, stream=True)
-            if stop is not None:
-                stop.attach(stream)
-            for chunk in stream:
-                if chunk.thinking:
-                    outcome.thinking += chunk.thinking
-                    view.thinking(chunk.thinking)
-                if chunk.content:
-                    outcome.text += chunk.content
-                    view.content(chunk.content)
-            outcome.result = stream.result
-            outcome.stopped = stream.aborted
-        else:
-            result = call(**body, stream=False)
-            outcome.result = result
-            outcome.text, outcome.thinking = result.content, result.thinking
-            if result.thinking:
-                view.thinking(result.thinking)
-            if result.content:
-                view.content(result.content)
+        while True:
+            result = _stream(client, current, view, stop, outcome)
+            if result is None or outcome.stopped:
+                break
+            if result.tool_calls and tools:
+                if rounds >= max_tool_rounds:
+                    raise OllamaError(
+                        f"The model was still calling tools after {max_tool_rounds} rounds.",
+                        hint="Raise --max-tool-rounds, or make the tools' results clearer.",
+                    )
+                rounds += 1
+                messages = [result.message, *_run_tools(tools, result.tool_calls, view, outcome)]
+                exchange += messages
+                current = current.with_messages([*current.body["messages"], *messages])
+                continue
+            if output is not None:
+                try:
+                    outcome.value = output.parse(outcome.text)
+                except ModelOutputError as error:
+                    if attempt >= retries:
+                        raise
+                    attempt += 1
+                    _call(view, "retry", error, attempt, retries)
+                    current = _correction(current, outcome.text, error, output)
+                    continue
+            break
     except KeyboardInterrupt:
         outcome.interrupted = True
-        _record(conversation, request, before, outcome)
+        _record(conversation, request, before, outcome, exchange)
         view.finish(outcome)
         raise
     except OllamaError as error:
         outcome.error = error
-        if stream is not None:
+        if outcome.started:
             view.finish(outcome)
         raise
-    finally:
-        if stream is not None:
-            stream.close()
-    _record(conversation, request, before, outcome)
+    _record(conversation, request, before, outcome, exchange)
     view.finish(outcome)
     return outcome
 
 
+def _stream(
+    client: Client, request: Request, view: AnswerView, stop: StopSignal | None, outcome: Outcome
+) -> Result | None:
+    """One request: feed what arrives to ``view`` and ``outcome``; the final Result or None."""
+    body = dict(request.body)
+    streaming = body.pop("stream", True)
+    call = client.chat if request.endpoint == "chat" else client.generate
+    outcome.text = outcome.thinking = ""
+    outcome.result = None
+    if not streaming:
+        result = call(**body, stream=False)
+        outcome.started = True
+        outcome.result, outcome.text, outcome.thinking = result, result.content, result.thinking
+        if result.thinking:
+            view.thinking(result.thinking)
+        if result.content:
+            view.content(result.content)
+        return result
+    stream = call(**body, stream=True)
+    outcome.started = True
+    try:
+        if stop is not None:
+            stop.attach(stream)
+        for chunk in stream:
+            if chunk.thinking:
+                outcome.thinking += chunk.thinking
+                view.thinking(chunk.thinking)
+            if chunk.content:
+                outcome.text += chunk.content
+                view.content(chunk.content)
+        outcome.stopped = stream.aborted
+        outcome.result = stream.result
+        return stream.result
+    finally:
+        stream.close()
+
+
+def _run_tools(
+    tools: Toolbox, calls: tuple[ToolCall, ...], view: AnswerView, outcome: Outcome
+) -> list[dict[str, Any]]:
+    """Run the calls; the tool messages that carry their results back."""
+    messages = []
+    for call in calls:
+        text, failed = tools.call(call)
+        outcome.tool_results.append((call, text, failed))
+        _call(view, "tool_call", call, text, failed)
+        message = {"role": "tool", "content": text, "tool_name": call.name}
+        if call.id:
+            message["tool_call_id"] = call.id
+        messages.append(message)
+    return messages
+
+
+def _correction(
+    request: Request, answer: str, error: ModelOutputError, output: OutputFormat
+) -> Request:
+    """The request again, telling the model what was wrong with its answer."""
+    note = (
+        f"That answer was not valid: {error.message} Reply again with only JSON that matches "
+        f"this schema: {output.describe()}"
+    )
+    if request.endpoint == "chat":
+        extra = [{"role": "assistant", "content": answer}, {"role": "user", "content": note}]
+        return request.with_messages([*request.body["messages"], *extra])
+    return Request(
+        request.endpoint,
+        {**request.body, "prompt": f"{request.body.get('prompt', '')}\n\n{note}"},
+        request.host,
+        request.notes,
+    )
+
+
+def _call(view: AnswerView, method: str, *args: Any) -> None:
+    """Call an optional view method (views that do not show tool calls or retries skip it)."""
+    handler = getattr(view, method, None)
+    if handler is not None:
+        handler(*args)
+
+
 def _record(
-    conversation: Conversation | None, request: Request, before: int, outcome: Outcome
+    conversation: Conversation | None,
+    request: Request,
+    before: int,
+    outcome: Outcome,
+    exchange: list[dict[str, Any]],
 ) -> None:
-    """Append the turn's new messages and the answer to the conversation."""
+    """Append the turn's new messages, its tool exchange and the answer to the conversation."""
     if conversation is None or request.endpoint != "chat":
         return
-    if (outcome.interrupted or outcome.stopped) and not outcome.text:
+    if (outcome.interrupted or outcome.stopped) and not outcome.text and not exchange:
         return  # nothing was said: as if the turn never happened
     conversation.truncate(before)
-    sent = request.body.get("messages", [])
-    for message in sent[before:]:
+    for message in request.body.get("messages", [])[before:]:
         if message.get("role") != "system":
             conversation.append(message)
+    for message in exchange:
+        conversation.append(message)
     if outcome.result is not None:
         conversation.append(outcome.result.message)
     else:

@@ -15,6 +15,7 @@ from typing import ClassVar
 __all__ = [
     "BadRequest",
     "ModelNotFound",
+    "ModelOutputError",
     "NotOllama",
     "OllamaError",
     "OllamaTimeout",
@@ -144,3 +145,15 @@ class StreamError(ResponseError):
 
     ``partial`` holds the text received before the failure.
     """
+
+
+class ModelOutputError(OllamaError):
+    """The model's answer is not what was asked for: not JSON, or not valid for the schema.
+
+    Attributes:
+        raw: The answer's text, kept for inspection.
+    """
+
+    def __init__(self, message: str, *, raw: str = "", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.raw = raw

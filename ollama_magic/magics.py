@@ -19,12 +19,15 @@ from IPython.display import display
 from traitlets import Dict, Float, Unicode, default, observe
 
 from ollama_magic.client import Client, parse_host
-from ollama_magic.conversation import DEFAULT_SESSION, Conversations
-from ollama_magic.core import AnswerView, Request, ask
-from ollama_magic.errors import OllamaError
+from ollama_magic.conversation import DEFAULT_SESSION, Conversation, Conversations
+from ollama_magic.core import AnswerView, Request, ask, build_request
+from ollama_magic.errors import ModelOutputError, OllamaError
+from ollama_magic.images import image_base64, thumbnails_html
 from ollama_magic.interpolate import interpolate
 from ollama_magic.markdown import render_markdown
 from ollama_magic.render import escape
+from ollama_magic.structured import OutputFormat, output_format, plain_data
+from ollama_magic.tools import Toolbox
 from ollama_magic.views import NotebookView, QuietView, TextView
 
 __all__ = ["OllamaMagics"]
@@ -38,12 +41,73 @@ def _value(text: str) -> Any:
         return text
 
 
-def _keep_alive(text: str) -> float | str:
+def _keep_alive(text: str | None) -> float | str | None:
     """``--keep-alive``: a number is seconds (Ollama rejects the string "-1"); else a duration."""
+    if not text:
+        return None
     try:
         return float(text)
     except ValueError:
         return text
+
+
+_THINK_LEVELS = {"low", "medium", "high", "max"}
+
+
+def _think(args: Any) -> bool | str | None:
+    """``think`` from --think [LEVEL] / --no-think (None: the server decides)."""
+    if args.no_think:
+        return False
+    value = args.think
+    if value is None or value is True:
+        return value
+    word = str(value).lower()
+    if word in ("true", "false"):
+        return word == "true"
+    if word not in _THINK_LEVELS:
+        raise UsageError(f"--think takes low, medium, high or max, not {value!r}.")
+    return word
+
+
+def _check_arguments(args: Any, cell: str) -> None:
+    """Combinations that cannot work, as usage errors before anything is sent."""
+    if not cell.strip():
+        raise UsageError("The cell is empty: write the prompt in the cell, under %%ollama.")
+    if args.model_name and args.model:
+        raise UsageError("Give the model once: as MODEL or with -m, not both.")
+    if args.quiet and args.plain:
+        raise UsageError("--quiet shows nothing and --plain shows text: pick one.")
+    if args.think is not None and args.no_think:
+        raise UsageError("--think and --no-think contradict each other.")
+    if args.as_dataframe and not args.format:
+        raise UsageError("--as-dataframe goes with --format (a list of records).")
+    if args.retries and not args.format:
+        raise UsageError("--retries goes with --format: it re-asks when the JSON is invalid.")
+    if args.chat or args.session or args.tools:
+        for value, name in (
+            (args.raw, "--raw"),
+            (args.suffix, "--suffix"),
+            (args.template, "--template"),
+        ):
+            if value:
+                raise UsageError(f"{name} works with one-shot prompts, not --chat or --tools.")
+
+
+def _result_value(outcome: Any, output: OutputFormat | None, as_dataframe: bool) -> Any:
+    """What -o binds: the answer text, or the parsed object (or a DataFrame of it)."""
+    if output is None:
+        return outcome.text
+    if not as_dataframe:
+        return outcome.value
+    try:
+        import pandas as pd
+    except ImportError:
+        raise OllamaError(
+            "--as-dataframe needs pandas.",
+            hint="Install it (pip install pandas), or drop the flag.",
+        ) from None
+    data = plain_data(outcome.value)
+    return pd.DataFrame(data if isinstance(data, list) else [data])
 
 
 def _key_values(pairs: list[str], what: str) -> dict[str, Any]:
@@ -162,6 +226,36 @@ class OllamaMagics(Magics):
     @argument("--template", metavar="TEXT", help="Override the model's prompt template.")
     @argument("--logprobs", action="store_true", help="Ask for token log-probabilities.")
     @argument("--top-logprobs", type=int, metavar="N", help="Also the N likeliest alternatives.")
+    @argument(
+        "-f",
+        "--format",
+        metavar="SCHEMA",
+        help="Structured output: 'json', or a variable holding a JSON-schema dict, a pydantic "
+        "model, a dataclass, a TypedDict or list[...] of one, or schema text. -o gets the object.",
+    )
+    @argument("--retries", type=int, default=0, metavar="N", help="Ask again N times if invalid.")
+    @argument("--as-dataframe", action="store_true", help="With --format: -o gets a DataFrame.")
+    @argument(
+        "--think",
+        nargs="?",
+        const=True,
+        metavar="LEVEL",
+        help="Let the model think first (a thinking model); LEVEL: low, medium, high.",
+    )
+    @argument(
+        "--no-think", action="store_true", help="Turn thinking off (models think by default)."
+    )
+    @argument(
+        "-i",
+        "--image",
+        action="append",
+        default=[],
+        metavar="SRC",
+        help="An image for a vision model: a file, or a variable holding bytes, a PIL image or "
+        "a numpy array. Repeatable.",
+    )
+    @argument("--tools", metavar="F,G", help="Let the model call these Python functions.")
+    @argument("--max-tool-rounds", type=int, default=5, metavar="N", help="Tool rounds at most.")
     @argument("--no-stream", action="store_true", help="Wait for the whole answer.")
     @argument("--host", metavar="URL", help="Ollama server for this cell.")
     @argument("--plain", action="store_true", help="Show plain text instead of markdown.")
@@ -194,94 +288,116 @@ class OllamaMagics(Magics):
         over /api/chat (``%ollama history`` shows it, ``%ollama reset`` clears it).
         """
         args = _parse(self.ollama_cell, line)
-        prompt = cell.strip()
-        if not prompt:
-            raise UsageError("The cell is empty: write the prompt in the cell, under %%ollama.")
-        if args.model_name and args.model:
-            raise UsageError("Give the model once: as MODEL or with -m, not both.")
-        if args.quiet and args.plain:
-            raise UsageError("--quiet shows nothing and --plain shows text: pick one.")
-        if not args.no_interpolate:
-            prompt = interpolate(prompt, self.shell.user_ns)
-        chat = bool(args.chat or args.session)
-        session = args.session or DEFAULT_SESSION
+        _check_arguments(args, cell)
+        namespace = self.shell.user_ns
+        prompt = cell.strip() if args.no_interpolate else interpolate(cell.strip(), namespace)
         client = self.client(args.host)
         explicit = args.model_name or args.model
         if args.dry_run and not (explicit or self.model):
             model, notes = "<newest local model>", ["the model is chosen when the cell is sent"]
         else:
             model, notes = self.resolve_model(explicit, client)
-
-        options = dict(self.options)
-        options.update(
-            {
-                key: value
-                for key, value in (
-                    ("temperature", args.temperature),
-                    ("seed", args.seed),
-                    ("num_predict", args.num_predict),
-                    ("num_ctx", args.ctx),
-                )
-                if value is not None
-            }
-        )
-        options.update(_key_values(args.option, "--option"))
-        keep_alive = args.keep_alive if args.keep_alive is not None else self.keep_alive
-        fields: dict[str, Any] = {
-            "model": model,
-            "options": options or None,
-            "keep_alive": _keep_alive(keep_alive) if keep_alive else None,
-            "logprobs": True if args.logprobs or args.top_logprobs else None,
-            "top_logprobs": args.top_logprobs,
-        }
+        output = output_format(args.format, namespace) if args.format else None
+        tools = self._tools(args.tools)
+        images = [image_base64(source, namespace) for source in args.image]
         conversation = None
-        if chat:
-            for flag, name in ((args.raw, "--raw"), (args.suffix, "--suffix")):
-                if flag:
-                    raise UsageError(f"{name} works with one-shot prompts, not --chat.")
-            if args.template:
-                raise UsageError("--template works with one-shot prompts, not --chat.")
-            conversation = self.conversations[session]
-            messages = conversation.messages
-            if args.system is not None:
-                messages = [m for m in messages if m.get("role") != "system"]
-                messages.insert(0, {"role": "system", "content": args.system})
-            messages.append({"role": "user", "content": prompt})
-            fields["messages"] = messages
-        else:
-            fields.update(
-                prompt=prompt,
-                system=args.system,
-                suffix=args.suffix,
-                template=args.template,
-                raw=True if args.raw else None,
-            )
-        body = {k: v for k, v in fields.items() if v is not None}
-        body["stream"] = not args.no_stream
-        request = Request("chat" if chat else "generate", body, host=client.host, notes=notes)
+        if args.chat or args.session:
+            conversation = self.conversations[args.session or DEFAULT_SESSION]
+        request = self._request(args, prompt, model, output, tools, images, conversation)
+        request.host, request.notes = client.host, notes
 
         if args.dry_run:
             self._show_request(request)
             return
         if conversation is not None and args.system is not None:
             conversation.system = args.system
-        view = _RecordingView(self._view(args, notes))
+        view = _RecordingView(self._view(args, notes, structured=output is not None))
+        if images and isinstance(view.inner, NotebookView):
+            display({"text/html": thumbnails_html(images, args.image), "text/plain": ""}, raw=True)
         try:
-            outcome = ask(client, request, view, conversation)
+            outcome = ask(
+                client,
+                request,
+                view,
+                conversation,
+                output=output,
+                retries=args.retries,
+                tools=tools,
+                max_tool_rounds=args.max_tool_rounds,
+            )
+        except ModelOutputError as error:
+            namespace["_ollama_raw"] = error.raw
+            error.hint = "The raw answer is in _ollama_raw; --retries N asks again, saying why."
+            raise
         except (KeyboardInterrupt, OllamaError):
             # What arrived before the stream broke or was interrupted is still the user's.
             if args.out and (view.started or view.partial):
-                self.shell.user_ns[args.out] = view.partial
+                namespace[args.out] = view.partial
             raise
         if args.out:
-            self.shell.user_ns[args.out] = outcome.text
+            namespace[args.out] = _result_value(outcome, output, args.as_dataframe)
 
-    def _view(self, args: Any, notes: list[str]) -> AnswerView:
+    def _request(
+        self,
+        args: Any,
+        prompt: str,
+        model: str,
+        output: OutputFormat | None,
+        tools: Toolbox | None,
+        images: list[str],
+        conversation: Conversation | None,
+    ) -> Request:
+        """The request a cell makes: /api/chat for conversations and tools, else generate."""
+        return build_request(
+            model,
+            prompt,
+            conversation=conversation,
+            system=args.system,
+            tools=tools,
+            images=images,
+            output=output,
+            stream=not args.no_stream,
+            options=self._options(args) or None,
+            keep_alive=_keep_alive(args.keep_alive or self.keep_alive),
+            think=_think(args),
+            logprobs=True if args.logprobs or args.top_logprobs else None,
+            top_logprobs=args.top_logprobs,
+            suffix=args.suffix,
+            template=args.template,
+            raw=True if args.raw else None,
+        )
+
+    def _options(self, args: Any) -> dict[str, Any]:
+        """Configured options, then the flags, then --option KEY=VALUE."""
+        options = dict(self.options)
+        flags = {
+            "temperature": args.temperature,
+            "seed": args.seed,
+            "num_predict": args.num_predict,
+            "num_ctx": args.ctx,
+        }
+        options.update({key: value for key, value in flags.items() if value is not None})
+        options.update(_key_values(args.option, "--option"))
+        return options
+
+    def _tools(self, names: str | None) -> Toolbox | None:
+        """The notebook functions named by --tools."""
+        if not names:
+            return None
+        functions = []
+        for name in (n.strip() for n in names.split(",") if n.strip()):
+            function = self.shell.user_ns.get(name)
+            if not callable(function):
+                raise UsageError(f"--tools: there is no function named {name!r} in the notebook.")
+            functions.append(function)
+        return Toolbox(functions)
+
+    def _view(self, args: Any, notes: list[str], *, structured: bool = False) -> AnswerView:
         if args.quiet:
             return QuietView()
         if args.plain or not self._rich_output():
             return TextView(notes=notes)
-        return NotebookView(fps=self.fps, notes=notes)
+        return NotebookView(fps=self.fps, notes=notes, structured=structured)
 
     def _show_request(self, request: Request) -> None:
         text = request.to_json()
@@ -501,22 +617,32 @@ class _RecordingView:
     """Wraps a view and keeps the text so far, for ``-o`` after an interrupt or failure."""
 
     def __init__(self, view: AnswerView) -> None:
-        self._view = view
+        self.inner = view
         self.partial = ""
         self.started = False
 
     def thinking(self, text: str) -> None:
         self.started = True
-        self._view.thinking(text)
+        self.inner.thinking(text)
 
     def content(self, text: str) -> None:
         self.started = True
         self.partial += text
-        self._view.content(text)
+        self.inner.content(text)
+
+    def tool_call(self, *args: Any) -> None:
+        self.partial = ""  # the answer after the tools is what -o keeps
+        if hasattr(self.inner, "tool_call"):
+            self.inner.tool_call(*args)
+
+    def retry(self, *args: Any) -> None:
+        self.partial = ""
+        if hasattr(self.inner, "retry"):
+            self.inner.retry(*args)
 
     def finish(self, outcome: Any) -> None:
         self.started = True
-        self._view.finish(outcome)
+        self.inner.finish(outcome)
 
 
 class _PullProgress:

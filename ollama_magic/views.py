@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from ollama_magic.core import Outcome, footer_parts
+from ollama_magic.errors import OllamaError
 from ollama_magic.render import DisplaySink, IPythonSink, LiveMarkdown, escape
+from ollama_magic.structured import plain_data
+from ollama_magic.types import ToolCall
 
-__all__ = ["NotebookView", "QuietView", "TextView"]
+__all__ = ["NotebookView", "QuietView", "TextView", "value_html"]
 
 # Muted like JupyterLab's secondary text, with a fallback colour for other frontends.
 _MUTED = "color: var(--jp-ui-font-color2, #6e6e6e); font-size: 0.85em"
@@ -36,7 +40,9 @@ class NotebookView:
     """Live, sanitized markdown in cell outputs, updated in place at a limited frame rate.
 
     Thinking streams into a collapsed "Thinking" section above the answer, rendered the same
-    way; the footer names the model, tokens and speed, and says how the answer ended.
+    way; tool calls show as compact collapsible lines; the footer names the model, tokens and
+    speed, and says how the answer ended. With ``structured``, the JSON shows as code while it
+    streams and as a table or a tree once parsed.
     """
 
     def __init__(
@@ -46,28 +52,67 @@ class NotebookView:
         fps: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         notes: list[str] | None = None,
+        structured: bool = False,
     ) -> None:
-        sink = sink or IPythonSink()
-        self._thinking = LiveMarkdown(sink, fps=fps, clock=clock, wrap=_thinking)
-        self._answer = LiveMarkdown(sink, fps=fps, clock=clock, wrap=_answer)
+        self._sink = sink or IPythonSink()
+        self._fps = fps
+        self._clock = clock
         self._notes = notes or []
+        self._structured = structured
+        self._done: list[LiveMarkdown] = []  # finished segments (before tool calls, retries)
+        self._new_segments()
+
+    def _new_segments(self) -> None:
+        """Fresh thinking and answer outputs, below everything shown so far."""
+        self._thinking = LiveMarkdown(self._sink, fps=self._fps, clock=self._clock, wrap=_thinking)
+        self._answer = LiveMarkdown(self._sink, fps=self._fps, clock=self._clock, wrap=_answer)
 
     @property
     def frames(self) -> int:
-        return self._thinking.frames + self._answer.frames
+        return sum(s.frames for s in (*self._done, self._thinking, self._answer))
 
     @property
     def bytes_sent(self) -> int:
-        return self._thinking.bytes_sent + self._answer.bytes_sent
+        return sum(s.bytes_sent for s in (*self._done, self._thinking, self._answer))
 
     def thinking(self, text: str) -> None:
         self._thinking.feed(text)
 
     def content(self, text: str) -> None:
+        if self._structured and not self._answer.text:
+            self._answer.feed("```json\n")  # raw JSON reads best as code while it grows
         self._answer.feed(text)
 
+    def tool_call(self, call: ToolCall, result: str, failed: bool) -> None:
+        """Close what streamed so far and show the call and its result as one line."""
+        self._close_segments()
+        arguments = ", ".join(f"{k}={v!r}" for k, v in call.arguments.items())
+        short = result if len(result) <= 80 else result[:77] + "…"
+        mark = "⚠" if failed else "🔧"
+        html = (
+            f'<details class="ollama-magic-tool" style="{_MUTED}"><summary>{mark} '
+            f"<code>{escape(call.name)}({escape(arguments)})</code> → {escape(short)}</summary>"
+            f'<pre style="white-space: pre-wrap">{escape(result)}</pre></details>'
+        )
+        text = f"[{mark} {call.name}({arguments}) -> {short}]"
+        self._sink.display({"text/html": html, "text/plain": text}, {})
+
+    def retry(self, error: OllamaError, attempt: int, retries: int) -> None:
+        """Close the invalid answer with what was wrong, and start the next attempt below."""
+        note = f"{error.message} Asking again ({attempt}/{retries})."
+        self._answer.finish(_ERROR.format(escape(note)), footer_text=f"\n\n[{note}]")
+        self._done += [self._thinking, self._answer]
+        self._new_segments()
+
+    def _close_segments(self) -> None:
+        for segment in (self._thinking, self._answer):
+            if segment.text:
+                segment.finish()
+        self._done += [self._thinking, self._answer]
+        self._new_segments()
+
     def finish(self, outcome: Outcome) -> None:
-        if outcome.thinking:
+        if self._thinking.text:
             self._thinking.finish()
         facts = " · ".join(footer_parts(outcome) + self._notes)
         footer = _FOOTER.format(escape(facts))
@@ -75,13 +120,61 @@ class NotebookView:
         problem = None
         if outcome.error is not None:
             problem = outcome.error.message
-        elif outcome.result is not None and not outcome.text and outcome.thinking:
-            problem = "The model only thought and gave no answer."
+        elif outcome.result is not None and not outcome.text and self._thinking.text:
+            problem = (
+                "The model only thought and gave no answer"
+                + (
+                    " before the token limit (raise -n)"
+                    if outcome.result.done_reason == "length"
+                    else ""
+                )
+                + "; --no-think turns thinking off."
+            )
         if problem:
             footer = _ERROR.format(escape(problem)) + footer
             footer_text = f"\n\n[{problem}]{footer_text}"
         metadata = {"ollama_magic": outcome.request.provenance()}
-        self._answer.finish(footer, metadata, footer_text=footer_text)
+        body = None
+        if self._structured and outcome.error is None and outcome.result is not None:
+            body = value_html(outcome.value)
+        self._answer.finish(footer, metadata, body_html=body, footer_text=footer_text)
+
+
+def value_html(value: Any) -> str:
+    """A readable view of a structured answer: a table for records, else a collapsible tree."""
+    data = plain_data(value)
+    if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+        try:
+            import pandas as pd
+        except ImportError:
+            return _records_table(data)
+        return pd.DataFrame(data).to_html(index=False, border=0, escape=True)
+    return _tree(data)
+
+
+def _records_table(records: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{escape(_scalar(r.get(c)))}</td>" for c in columns) + "</tr>"
+        for r in records
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _scalar(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _tree(data: Any) -> str:
+    if isinstance(data, dict):
+        items = "".join(f"<li><b>{escape(str(k))}</b>: {_tree(v)}</li>" for k, v in data.items())
+        return f"<details open><summary>{{…}} {len(data)} keys</summary><ul>{items}</ul></details>"
+    if isinstance(data, list):
+        items = "".join(f"<li>{_tree(v)}</li>" for v in data)
+        summary = f"<summary>[…] {len(data)} items</summary>"
+        return f'<details open>{summary}<ol start="0">{items}</ol></details>'
+    return f"<code>{escape(json.dumps(data, ensure_ascii=False))}</code>"
 
 
 class TextView:
@@ -109,6 +202,15 @@ class TextView:
             self._thinking_open = False
         self.out.write(text)
         self.out.flush()
+
+    def tool_call(self, call: ToolCall, result: str, failed: bool) -> None:
+        arguments = ", ".join(f"{k}={v!r}" for k, v in call.arguments.items())
+        self.out.write(
+            f"\n[{'error in' if failed else 'tool'} {call.name}({arguments}) -> {result}]\n"
+        )
+
+    def retry(self, error: OllamaError, attempt: int, retries: int) -> None:
+        self.out.write(f"\n[{error.message} Asking again ({attempt}/{retries}).]\n")
 
     def finish(self, outcome: Outcome) -> None:
         lines = []

@@ -1,0 +1,116 @@
+"""Images for vision models: from files, bytes, PIL images or numpy arrays, to base64.
+
+PIL and numpy are used when the user has them (an array is encoded to PNG with PIL when it is
+installed, else with the small encoder here); neither is required.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+from ollama_magic.client import encode_image
+from ollama_magic.errors import OllamaError
+from ollama_magic.render import escape
+
+__all__ = ["image_base64", "png_bytes", "thumbnails_html"]
+
+
+def image_base64(source: Any, namespace: Mapping[str, Any] | None = None) -> str:
+    """Base64 text for one image.
+
+    ``source`` may name a variable in ``namespace`` (bytes, a PIL image, a numpy array, a path),
+    or be one of those itself, a file path, or base64 text.
+    """
+    if isinstance(source, str) and namespace is not None and source in namespace:
+        source = namespace[source]
+    if hasattr(source, "save") and hasattr(source, "mode"):  # a PIL image
+        import io
+
+        buffer = io.BytesIO()
+        image = source if source.mode in ("RGB", "RGBA", "L") else source.convert("RGB")
+        image.save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+    if hasattr(source, "__array_interface__") and hasattr(source, "shape"):  # numpy
+        return base64.b64encode(png_bytes(source)).decode("ascii")
+    if isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
+        return encode_image(source)
+    raise OllamaError(
+        f"Cannot send a {type(source).__name__} as an image.",
+        hint="Use a file path, bytes, a PIL image, a numpy array, or base64 text.",
+    )
+
+
+def png_bytes(array: Any) -> bytes:
+    """A numpy array (HxW gray, HxWx3 RGB, HxWx4 RGBA) as PNG bytes.
+
+    Floats are taken as 0..1 and other numbers are clipped to 0..255.
+    """
+    try:
+        from PIL import Image
+    except ImportError:
+        Image = None
+    import numpy as np
+
+    data = np.asarray(array)
+    if data.dtype.kind == "f":
+        data = np.clip(data * 255.0 + 0.5, 0, 255)
+    data = np.clip(data, 0, 255).astype(np.uint8)
+    if data.ndim == 3 and data.shape[2] == 1:
+        data = data[:, :, 0]
+    if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[2] not in (3, 4)):
+        raise OllamaError(
+            f"Cannot send an array of shape {data.shape} as an image.",
+            hint="Use height x width (gray), or height x width x 3 (RGB) or x 4 (RGBA).",
+        )
+    if Image is not None:
+        import io
+
+        buffer = io.BytesIO()
+        Image.fromarray(data).save(buffer, format="PNG")
+        return buffer.getvalue()
+    height, width = data.shape[:2]
+    colour = 0 if data.ndim == 2 else 2 if data.shape[2] == 3 else 6  # gray, RGB, RGBA
+    rows = b"".join(b"\x00" + data[y].tobytes() for y in range(height))
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+_SIGNATURES = {
+    b"\x89PNG": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF8": "image/gif",
+    b"RIFF": "image/webp",
+}
+
+
+def thumbnails_html(images: list[str], names: list[str] | None = None) -> str:
+    """Small previews of the images sent, for above the answer."""
+    cells = []
+    for i, data in enumerate(images):
+        head = base64.b64decode(data[:24] + "=" * (-len(data[:24]) % 4), validate=False)
+        mime = next((m for sig, m in _SIGNATURES.items() if head.startswith(sig)), None)
+        label = escape(names[i]) if names and i < len(names) else f"image {i + 1}"
+        if mime is None:  # not a format browsers show: name it instead
+            cells.append(f'<span style="margin-right: 0.5em">[{label}]</span>')
+            continue
+        cells.append(
+            f'<img src="data:{mime};base64,{data}" alt="{label}" title="{label}" '
+            'style="max-height: 96px; max-width: 160px; margin-right: 0.5em; '
+            'border-radius: 4px; vertical-align: top">'
+        )
+    return f'<div class="ollama-magic-images">{"".join(cells)}</div>'
