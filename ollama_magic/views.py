@@ -94,7 +94,7 @@ class NotebookView:
             f"<code>{escape(call.name)}({escape(arguments)})</code> → {escape(short)}</summary>"
             f'<pre style="white-space: pre-wrap">{escape(result)}</pre></details>'
         )
-        text = f"[{mark} {call.name}({arguments}) -> {short}]"
+        text = f"[{mark} {call.name}({arguments}) -> {short}]\n"
         self._sink.display({"text/html": html, "text/plain": text}, {})
 
     def retry(self, error: OllamaError, attempt: int, retries: int) -> None:

@@ -86,3 +86,40 @@ def test_quickstart_error_is_two_lines(quickstart):
     assert error.output_type == "error" and error.ename == "ModelNotFound"
     assert len(error.traceback) == 2
     assert "ollama pull no-such-model" in error.traceback[1]
+
+
+@pytest.fixture(scope="module")
+def structured(tmp_path_factory):
+    from ollama_magic.testing import FakeOllama
+
+    with FakeOllama() as server, pytest.MonkeyPatch.context() as monkeypatch:
+        path = tmp_path_factory.mktemp("nb")
+        yield execute("structured_outputs.ipynb", server, monkeypatch, path), server
+
+
+def test_structured_outputs_notebook_binds_objects(structured):
+    notebook, server = structured
+    table = cell_by_source(notebook, "people").outputs[0].data["text/html"]
+    assert "<table" in table and "<th>name</th>" in table and "<th>city</th>" in table
+    verdict = cell_by_source(notebook, 'verdict["sentiment"]').outputs[0].data["text/plain"]
+    assert verdict.startswith(("('positive'", "('neutral'", "('negative'"))
+    city = cell_by_source(notebook, "company.address.city").outputs[0].data["text/plain"]
+    assert city.startswith("'")
+    formats = [r.body["format"] for r in server.requests if (r.body or {}).get("format")]
+    assert formats[0]["type"] == "array" and formats[0]["items"]["title"] == "Person"
+
+
+def test_structured_outputs_notebook_tools_and_thinking(structured):
+    notebook, server = structured
+    tools_cell = cell_by_source(notebook, "%%ollama --tools convert_temperature")
+    assert any("ollama-magic-tool" in html for html in html_outputs(tools_cell))
+    tool_messages = [
+        m
+        for r in server.requests
+        if r.path == "/api/chat"
+        for m in r.body["messages"]
+        if m["role"] == "tool"
+    ]
+    assert tool_messages and tool_messages[0]["tool_name"] == "convert_temperature"
+    thinking = cell_by_source(notebook, "%%ollama qwen3 --think")
+    assert any("<summary>Thinking</summary>" in html for html in html_outputs(thinking))
