@@ -688,18 +688,20 @@ class Stream:
             raise
         except requests.RequestException as exc:
             self.close()
-            if self.aborted:
+            if self.aborted or self.result is not None:
+                # Stopped on purpose, or the answer was complete and only the end of the
+                # body went wrong (a server that keeps the stream open after "done").
                 raise StopIteration from None
             raise self._client._transport_error(exc, partial=self.text) from exc
         except OllamaError as exc:  # a line that is not JSON
             self.close()
             exc.partial = self.text
             raise
-        except BaseException:
+        except BaseException as exc:
             # KeyboardInterrupt, GeneratorExit: release the connection so Ollama stops
-            # generating, then let it propagate.
+            # generating, then let it propagate. A socket error after abort() is the abort.
             self.close()
-            if self.aborted:
+            if self.aborted and isinstance(exc, Exception):
                 raise StopIteration from None
             raise
         error = _in_band_error(obj)
