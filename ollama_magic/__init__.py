@@ -6,7 +6,7 @@
 'http://127.0.0.1:11434'
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_magic._version import __version__
 from ollama_magic.client import Client, Stream, encode_image, parse_host
@@ -24,8 +24,12 @@ from ollama_magic.errors import (
 )
 from ollama_magic.types import Chunk, Metrics, ModelInfo, Progress, Result, RunningModel, ToolCall
 
+if TYPE_CHECKING:
+    from ollama_magic.widget import ChatWidget
+
 __all__ = [
     "BadRequest",
+    "ChatWidget",
     "Chunk",
     "Client",
     "Metrics",
@@ -50,6 +54,15 @@ __all__ = [
     "parse_host",
     "unload_ipython_extension",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ChatWidget is imported on first use: ipywidgets is not needed to use the client or magics.
+    if name == "ChatWidget":
+        from ollama_magic.widget import ChatWidget
+
+        return ChatWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:
