@@ -34,8 +34,9 @@ import ipywidgets as w
 
 from ollama_magic.client import Client
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation, Conversations
-from ollama_magic.core import Outcome, Request, StopSignal, ask, footer_parts
+from ollama_magic.core import Outcome, Request, StopSignal, ask, build_request, footer_parts
 from ollama_magic.errors import OllamaError
+from ollama_magic.images import image_base64
 from ollama_magic.markdown import IncrementalMarkdown, make_markdown, render_markdown
 
 __all__ = ["ChatWidget", "open_chat"]
@@ -778,8 +779,8 @@ class ChatWidget(w.VBox):
 
         Args:
             text: The message; default: what is in the input box (which is then emptied).
-            images: Images for a vision model (bytes, paths or base64); default: the uploaded
-                ones.
+            images: Images for a vision model (bytes, file paths, base64, PIL images or numpy
+                arrays); default: the uploaded ones.
 
         Returns:
             False (and says why in the status line) when it was not sent: an answer is still
@@ -792,9 +793,10 @@ class ChatWidget(w.VBox):
         if not text and not images:
             self._set_status("Nothing to send: type a message first.", "warn")
             return False
+        # Base64 in the message, as the magics send them: the conversation stays plain JSON.
         user: dict[str, Any] = {"role": "user", "content": text}
         if images:
-            user["images"] = list(images)
+            user["images"] = [image_base64(image) for image in images]
         started = self._start(user, from_input=from_input)
         if started and from_input:
             self.input.value = ""
@@ -977,32 +979,30 @@ class ChatWidget(w.VBox):
                 self.conversation.system = system
             with self._lock:
                 self._drop_ghost()
+                keep_alive = getattr(self._magics, "keep_alive", "")
+                request = build_request(
+                    model,
+                    str(user.get("content", "")),
+                    conversation=self.conversation,
+                    images=user.get("images"),
+                    host=self.client.host,
+                    options=options or None,
+                    think=self.think,
+                    keep_alive=_keep_alive(keep_alive) if keep_alive else None,
+                )
+                user = request.body["messages"][-1]  # exactly what the conversation will keep
                 bubble = w.VBox()
                 bubble.add_class("om-msg")
                 bubble.add_class("om-assistant")
-                view = _LiveAnswer(bubble, fps=self._fps)
                 turn = _Turn(
                     user=user,
                     user_row=_Row(_message_widget(user), dict(user)),
                     bubble=bubble,
-                    view=view,
+                    view=_LiveAnswer(bubble, fps=self._fps),
                     from_input=from_input,
                     undo=list(undo),
                     undo_length=len(self.conversation),
                 )
-                body: dict[str, Any] = {
-                    "model": model,
-                    "messages": [*self.conversation.messages, user],
-                    "stream": True,
-                }
-                if options:
-                    body["options"] = options
-                if self.think is not None:
-                    body["think"] = self.think
-                keep_alive = getattr(self._magics, "keep_alive", "")
-                if keep_alive:
-                    body["keep_alive"] = _keep_alive(keep_alive)
-                request = Request("chat", body, host=self.client.host)
                 self._turn = turn
                 self._show_rows()
                 self.stop_button.disabled = False
