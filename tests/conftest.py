@@ -18,11 +18,17 @@ from traitlets.config import Config
 from ollama_magic import Client
 
 
+_HOME = tempfile.TemporaryDirectory(prefix="ollama-magic-tests-")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # IPython and Jupyter write profiles and runtime files: keep them out of the user's home.
-    home = tempfile.mkdtemp(prefix="ollama-magic-tests-")
     for name in ("IPYTHONDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
-        os.environ.setdefault(name, os.path.join(home, name.lower()))
+        os.environ.setdefault(name, os.path.join(_HOME.name, name.lower()))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _HOME.cleanup()
 
 
 @pytest.fixture(autouse=True)
