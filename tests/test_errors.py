@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 from _util import plain
 from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
 
 from ollama_magic import ModelNotFound, OllamaError, ServerUnreachable, StreamError
 
 
 @pytest.fixture(scope="module")
 def shell():
-    shell = InteractiveShell.instance()
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
     yield shell
     InteractiveShell.clear_instance()
 
