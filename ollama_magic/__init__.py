@@ -9,7 +9,7 @@
 from typing import TYPE_CHECKING, Any
 
 from ollama_magic._version import __version__
-from ollama_magic.client import Client, Stream, encode_image, parse_host
+from ollama_magic.client import Cancellation, Client, Stream, encode_image, parse_host
 from ollama_magic.errors import (
     BadRequest,
     ModelNotFound,
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BadRequest",
+    "Cancellation",
     "ChatWidget",
     "Chunk",
     "Client",

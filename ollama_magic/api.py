@@ -80,8 +80,6 @@ def ask(
         options=dict(options) if options else None,
         think=think,
     )
-    if conversation is not None and system is not None:
-        conversation.system = system
     outcome = _ask(
         client,
         request,

@@ -19,9 +19,12 @@ import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, ClassVar, Literal, overload
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
 
 from ollama_magic._version import __version__
@@ -39,7 +42,7 @@ from ollama_magic.errors import (
 )
 from ollama_magic.types import Chunk, Metrics, ModelInfo, Progress, Result, RunningModel, ToolCall
 
-__all__ = ["DEFAULT_HOST", "Client", "Stream", "encode_image", "parse_host"]
+__all__ = ["DEFAULT_HOST", "Cancellation", "Client", "Stream", "encode_image", "parse_host"]
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
@@ -174,6 +177,117 @@ def _read_image_file(path: Path) -> str:
         ) from exc
 
 
+class Cancellation:
+    """Stops a request from another thread at any moment: while it connects, while the server
+    loads the model, or while the answer streams.
+
+    A thread blocked in a socket read cannot be woken by closing the response from another
+    thread; shutting the socket down wakes it at once. So the socket is caught as soon as the
+    connection has one, and :meth:`cancel` shuts it down.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Stop the request now (a no-op once its answer is complete)."""
+        with self._lock:
+            self.cancelled = True
+            if self._socket is not None:
+                _shutdown(self._socket)
+
+    def _bind(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._socket = sock
+            if sock is not None and self.cancelled:
+                _shutdown(sock)
+
+    def _release(self) -> None:
+        """The answer is complete: its connection may serve another request, hands off."""
+        with self._lock:
+            self._socket = None
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Binding:
+    """What the connection under the current request reports to its Client (per thread)."""
+
+    def __init__(self, cancel: Cancellation | None) -> None:
+        self.cancel = cancel
+        self.reused = False
+
+
+_current = threading.local()
+
+
+class _Tracking:
+    """Connection mix-in: says whether a request went over a reused keep-alive connection,
+    and hands the socket to the request's Cancellation as soon as it exists."""
+
+    _sent = 0
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        binding = getattr(_current, "binding", None)
+        if binding is not None and binding.cancel is not None:
+            binding.cancel._bind(self.sock)  # type: ignore[attr-defined]
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        binding = getattr(_current, "binding", None)
+        if binding is not None:
+            binding.reused = self._sent > 0
+            if binding.cancel is not None and self.sock is not None:  # type: ignore[attr-defined]
+                binding.cancel._bind(self.sock)  # type: ignore[attr-defined]
+        self._sent += 1
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._sent = 0  # a closed connection reconnects fresh
+        super().close()  # type: ignore[misc]
+
+
+class _HTTPConnection(_Tracking, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Tracking, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with pools of tracking connections (direct and through proxies)."""
+
+    _pools: ClassVar[dict[str, type]] = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pools
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if hasattr(manager, "pool_classes_by_scheme"):
+            manager.pool_classes_by_scheme = self._pools
+        return manager
+
+
+class _Cancelled(Exception):
+    """Internal: the request was cancelled before any answer arrived."""
+
+
 class Client:
     """A connection to one Ollama server.
 
@@ -205,6 +319,8 @@ class Client:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._session = requests.Session()
+        for prefix in ("http://", "https://"):
+            self._session.mount(prefix, _Adapter())
         merged = {key.lower(): value for key, value in (headers or {}).items()}
         api_key = os.environ.get("OLLAMA_API_KEY")
         if api_key and "authorization" not in merged:
@@ -267,13 +383,15 @@ class Client:
         logprobs: bool | None = None,
         top_logprobs: int | None = None,
         stream: bool = True,
+        cancel: Cancellation | None = None,
         **extra: Any,
     ) -> Stream | Result:
         """One-shot completion, ``POST /api/generate``.
 
         Every field of the API is a keyword; ``extra`` passes fields this version does not
         name. An empty prompt loads the model (``done_reason == "load"``); with
-        ``keep_alive=0`` it unloads it.
+        ``keep_alive=0`` it unloads it. ``cancel`` stops the request from another thread,
+        even before the first token (while the model loads).
         """
         body = _body(
             model=model,
@@ -293,7 +411,7 @@ class Client:
             stream=stream,
             **extra,
         )
-        return self._generation("/api/generate", body, stream)
+        return self._generation("/api/generate", body, stream, cancel)
 
     @overload
     def chat(
@@ -326,6 +444,7 @@ class Client:
         logprobs: bool | None = None,
         top_logprobs: int | None = None,
         stream: bool = True,
+        cancel: Cancellation | None = None,
         **extra: Any,
     ) -> Stream | Result:
         """A conversation turn, ``POST /api/chat``.
@@ -347,11 +466,18 @@ class Client:
             stream=stream,
             **extra,
         )
-        return self._generation("/api/chat", body, stream)
+        return self._generation("/api/chat", body, stream, cancel)
 
-    def _generation(self, path: str, body: dict[str, Any], stream: bool) -> Stream | Result:
-        response = self._send("POST", path, body, stream=True, model=str(body.get("model", "")))
-        result = Stream(self, response, model=str(body.get("model", "")))
+    def _generation(
+        self, path: str, body: dict[str, Any], stream: bool, cancel: Cancellation | None
+    ) -> Stream | Result:
+        model = str(body.get("model", ""))
+        cancel = cancel or Cancellation()
+        try:
+            response = self._send("POST", path, body, stream=True, model=model, cancel=cancel)
+        except _Cancelled:
+            response = None  # stopped before the server answered: an empty, aborted stream
+        result = Stream(self, response, model=model, cancel=cancel)
         return result if stream else result.consume()
 
     # -- administration -------------------------------------------------------------------
@@ -480,16 +606,19 @@ class Client:
         *,
         stream: bool = False,
         model: str = "",
+        cancel: Cancellation | None = None,
     ) -> requests.Response:
         """Send a request; raise the mapped error for a failure or an HTTP error status.
 
         A pooled keep-alive connection can be dead on reuse (a server or proxy reset it after
-        an error). When a request fails before any byte of the answer arrived, it is sent once
-        more on a fresh connection: Ollama has then done nothing with it.
+        an error). When a request on a *reused* connection fails before any byte of the answer
+        arrived, it is sent once more on a fresh connection: the server never saw it. A fresh
+        connection failing is not retried, since the server may have acted on the request.
         """
         url = self.host + path
         data = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
         for attempt in (1, 2):
+            binding = _current.binding = _Binding(cancel)
             try:
                 response = self._session.request(
                     method,
@@ -499,18 +628,25 @@ class Client:
                     timeout=(self.connect_timeout, self.timeout),
                 )
                 break
-            except requests.ConnectionError as exc:
-                if attempt == 1 and _failed_before_response(exc):
+            except requests.RequestException as exc:
+                if cancel is not None and cancel.cancelled:
+                    raise _Cancelled from exc
+                if (
+                    attempt == 1
+                    and binding.reused
+                    and isinstance(exc, requests.ConnectionError)
+                    and _failed_before_response(exc)
+                ):
                     self._drop_idle_connections()
                     continue
-                raise self._transport_error(exc) from exc
-            except requests.Timeout as exc:
-                raise self._transport_error(exc) from exc
-            except requests.RequestException as exc:
+                if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+                    raise self._transport_error(exc) from exc
                 raise OllamaError(
                     f"Request to {url} failed: {exc}",
                     hint="Check OLLAMA_HOST and the headers passed to the client.",
                 ) from exc
+            finally:
+                _current.binding = None
         if response.status_code >= 400:
             try:
                 text = response.text
@@ -542,11 +678,22 @@ class Client:
         if isinstance(exc, requests.Timeout) or _caused_by(
             exc, (socket.timeout, TimeoutError, urllib3.exceptions.ReadTimeoutError)
         ):
+            waited = f"for {self.timeout:g} s" if self.timeout is not None else "in time"
             return OllamaTimeout(
-                f"Ollama at {self.host} sent nothing for {self.timeout:g} s.",
+                f"Ollama at {self.host} sent nothing {waited}.",
                 hint="A large model may still be loading: try again, or raise the client's "
                 "timeout (Client(timeout=...)).",
                 partial=partial,
+            )
+        if (
+            not partial
+            and isinstance(exc, requests.ConnectionError)
+            and _failed_before_response(exc)
+        ):
+            return ServerError(
+                f"{self.host} closed the connection without answering.",
+                hint="The server or a proxy in front of it dropped the request; check its log, "
+                "then try again.",
             )
         if partial or isinstance(exc, requests.exceptions.ChunkedEncodingError):
             return StreamError(
@@ -651,12 +798,19 @@ class Stream:
     wakes a read that is blocked waiting for the next token.
     """
 
-    def __init__(self, client: Client, response: requests.Response, *, model: str = "") -> None:
+    def __init__(
+        self,
+        client: Client,
+        response: requests.Response | None,
+        *,
+        model: str = "",
+        cancel: Cancellation | None = None,
+    ) -> None:
         self._client = client
-        self._response: requests.Response | None = response
+        self._response = response
         self._model = model
-        self._socket = _socket_of(response)
-        self._objects = _ndjson_objects(response, client)
+        self._cancel = cancel or Cancellation()
+        self._objects = _ndjson_objects(response, client) if response is not None else iter(())
         self._content: list[str] = []
         self._thinking: list[str] = []
         self._tool_calls: list[ToolCall] = []
@@ -664,8 +818,8 @@ class Stream:
         self._lock = threading.Lock()
         self.result: Result | None = None
         """The whole answer, once the final chunk arrived."""
-        self.aborted = False
-        """True once :meth:`abort` was called."""
+        self.aborted = response is None
+        """True once :meth:`abort` (or the Cancellation given) stopped the stream."""
         self.chunks = 0
         """How many chunks arrived."""
 
@@ -675,10 +829,14 @@ class Stream:
     def __next__(self) -> Chunk:
         if self._response is None:
             raise StopIteration
+        if self.result is not None:
+            self._finish_body()
+            raise StopIteration
         try:
             obj = next(self._objects)
         except StopIteration:
             self.close()
+            self.aborted = self.aborted or self._cancel.cancelled
             if self.result is None and not self.aborted:
                 raise StreamError(
                     f"The connection to {self._client.host} closed before the answer was complete.",
@@ -688,6 +846,7 @@ class Stream:
             raise
         except requests.RequestException as exc:
             self.close()
+            self.aborted = self.aborted or self._cancel.cancelled
             if self.aborted or self.result is not None:
                 # Stopped on purpose, or the answer was complete and only the end of the
                 # body went wrong (a server that keeps the stream open after "done").
@@ -701,6 +860,7 @@ class Stream:
             # KeyboardInterrupt, GeneratorExit: release the connection so Ollama stops
             # generating, then let it propagate. A socket error after abort() is the abort.
             self.close()
+            self.aborted = self.aborted or self._cancel.cancelled
             if self.aborted and isinstance(exc, Exception):
                 raise StopIteration from None
             raise
@@ -721,7 +881,26 @@ class Stream:
         self._logprobs.extend(chunk.logprobs)
         if chunk.done:
             self.result = self._result(obj)
+            self._cancel._release()  # from now on the connection may serve other requests
         return chunk
+
+    def _finish_body(self) -> None:
+        """After the final chunk: read the end of the body so the connection can be reused.
+
+        Ollama ends the body right after ``done``; a server that keeps it open gets a second,
+        then the half-read connection is closed instead of reused.
+        """
+        connection = getattr(self._response.raw, "connection", None) if self._response else None
+        sock = getattr(connection, "sock", None)
+        try:
+            if isinstance(sock, socket.socket):
+                sock.settimeout(1.0)  # urllib3 sets the read timeout again on reuse
+            for _ in self._objects:
+                pass
+        except Exception:
+            pass  # close() below then drops the connection
+        finally:
+            self.close()
 
     def _result(self, final: dict[str, Any]) -> Result:
         context = final.get("context")
@@ -777,6 +956,7 @@ class Stream:
         with self._lock:
             response, self._response = self._response, None
         if response is not None:
+            self._cancel._release()
             # ValueError: "generator already executing", when closed from another thread.
             with contextlib.suppress(ValueError):
                 self._objects.close()
@@ -785,21 +965,14 @@ class Stream:
     def abort(self) -> None:
         """Stop the stream from any thread, waking a read blocked on the next token.
 
-        Closing a response from another thread does not wake the reading thread; shutting the
-        socket down does. The reading thread then ends its iteration normally (no error), with
-        :attr:`aborted` set and the partial text in :attr:`text`.
+        The reading thread then ends its iteration normally (no error), with :attr:`aborted`
+        set and the partial text in :attr:`text`. Once the answer is complete it does nothing:
+        its connection may already serve another request.
         """
-        with self._lock:
-            # Once the final chunk is in, the connection may be back in the pool serving
-            # another request: never shut that down.
-            if self._response is None or self.result is not None:
-                return
-            self.aborted = True
-            if self._socket is not None:
-                with contextlib.suppress(OSError):  # already closed
-                    self._socket.shutdown(socket.SHUT_RDWR)
-            else:
-                self._response.close()
+        if self._response is None or self.result is not None:
+            return
+        self.aborted = True
+        self._cancel.cancel()
 
     def __enter__(self) -> Stream:
         return self
@@ -894,19 +1067,6 @@ def _wire_message(message: Mapping[str, Any]) -> dict[str, Any]:
         ]
     out.setdefault("content", "")
     return out
-
-
-def _socket_of(response: requests.Response) -> socket.socket | None:
-    """The socket under a streaming response, so another thread can shut it down."""
-    raw = response.raw
-    connection = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    if isinstance(sock, socket.socket):
-        return sock
-    # urllib3 1.x: http.client.HTTPResponse -> socket file -> SocketIO
-    fp = getattr(getattr(raw, "_fp", None), "fp", None)
-    sock = getattr(getattr(fp, "raw", None), "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None
 
 
 def _failed_before_response(exc: requests.ConnectionError) -> bool:

@@ -76,6 +76,22 @@ class Conversation:
             self._messages.append(dict(message))
         self._notify()
 
+    def record(
+        self, messages: list[dict[str, Any]], *, system: str | None = None, model: str | None = None
+    ) -> None:
+        """Append a whole turn at once (and set the system prompt it used, if given).
+
+        One lock for the turn: a widget and a cell appending at the same time interleave
+        whole turns, never lose one.
+        """
+        with self._lock:
+            if system is not None:
+                self.system = system
+            self._messages.extend(dict(m) for m in messages)
+            if model:
+                self.model = model
+        self._notify()
+
     def pop(self) -> dict[str, Any]:
         """Remove and return the last message."""
         with self._lock:

@@ -9,12 +9,12 @@ or is interrupted, and returns an :class:`Outcome` with the text, even a partial
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ollama_magic.client import Client, Stream
+from ollama_magic.client import Cancellation, Client
 from ollama_magic.conversation import Conversation
 from ollama_magic.errors import ModelOutputError, OllamaError
 from ollama_magic.structured import OutputFormat
@@ -42,6 +42,10 @@ class Request:
     host: str = ""
     notes: list[str] = field(default_factory=list)
     """Why a value was chosen (e.g. the model picked as the newest local one)."""
+    new_messages: list[dict[str, Any]] | None = None
+    """Chat: the messages this turn adds to its conversation (the user's, usually)."""
+    system: str | None = None
+    """Chat: the system prompt the conversation keeps if the turn succeeds ("" removes it)."""
 
     @property
     def model(self) -> str:
@@ -78,7 +82,7 @@ class Request:
 
     def with_messages(self, messages: list[dict[str, Any]]) -> Request:
         """The same chat request with other messages (the next round of a tool loop)."""
-        return Request(self.endpoint, {**self.body, "messages": messages}, self.host, self.notes)
+        return dataclasses.replace(self, body={**self.body, "messages": messages})
 
 
 @dataclass
@@ -125,53 +129,44 @@ def build_request(
 
     ``fields`` are further API fields (``options``, ``think``, ``keep_alive``, ``suffix``, …);
     those left as None are not sent, so the server's defaults apply. In a chat, ``system``
-    replaces the conversation's system message for this request (the caller decides whether
-    the conversation keeps it).
+    replaces the conversation's system message ("" removes it); the conversation keeps it
+    only when the turn succeeds.
     """
     body: dict[str, Any] = {"model": model, **fields, "format": output.format if output else None}
     if conversation is not None or tools:
         messages = conversation.messages if conversation is not None else []
         if system is not None:
             messages = [m for m in messages if m.get("role") != "system"]
-            messages.insert(0, {"role": "system", "content": system})
+            if system:
+                messages.insert(0, {"role": "system", "content": system})
         user: dict[str, Any] = {"role": "user", "content": prompt}
         if images:
             user["images"] = images
         body.update(messages=[*messages, user], tools=tools.schemas if tools else None)
-        endpoint: Literal["generate", "chat"] = "chat"
-    else:
-        body.update(prompt=prompt, system=system, images=images or None)
-        endpoint = "generate"
+        body = {key: value for key, value in body.items() if value is not None}
+        body["stream"] = stream
+        return Request("chat", body, host, new_messages=[user], system=system)
+    body.update(prompt=prompt, system=system or None, images=images or None)
     body = {key: value for key, value in body.items() if value is not None}
     body["stream"] = stream
-    return Request(endpoint, body, host)
+    return Request("generate", body, host)
 
 
-class StopSignal:
-    """Stops a running :func:`ask` from another thread, at once.
+class StopSignal(Cancellation):
+    """Stops a running :func:`ask` from another thread, at once: a Stop button.
 
-    A thread blocked reading the next token cannot be woken by closing the response; the
-    stream's :meth:`~ollama_magic.client.Stream.abort` shuts its socket down, which does.
+    It works at any moment of the turn, also while the server is still loading the model (the
+    connection's socket is shut down, which wakes the blocked read); the partial answer is
+    kept, and the turn ends as stopped.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stream: Stream | None = None
-        self.stopped = False
-
-    def attach(self, stream: Stream) -> None:
-        """Called by :func:`ask` when the stream starts (stops it at once if already asked)."""
-        with self._lock:
-            self._stream = stream
-            if self.stopped:
-                stream.abort()
-
     def stop(self) -> None:
-        """Stop the answer: the reader wakes, and the partial answer is kept."""
-        with self._lock:
-            self.stopped = True
-            if self._stream is not None:
-                self._stream.abort()
+        """Stop the answer now."""
+        self.cancel()
+
+    @property
+    def stopped(self) -> bool:
+        return self.cancelled
 
 
 class AnswerView(Protocol):
@@ -216,7 +211,6 @@ def ask(
     and a KeyboardInterrupt after the partial answer was drawn, so "Run All" stops.
     """
     outcome = Outcome(request)
-    before = len(conversation) if conversation is not None else 0
     exchange: list[dict[str, Any]] = []  # tool calls and results this turn adds
     current, attempt, rounds = request, 0, 0
     try:
@@ -248,7 +242,7 @@ def ask(
             break
     except KeyboardInterrupt:
         outcome.interrupted = True
-        _record(conversation, request, before, outcome, exchange)
+        _record(conversation, request, outcome, exchange)
         view.finish(outcome)
         raise
     except OllamaError as error:
@@ -256,7 +250,7 @@ def ask(
         if outcome.started:
             view.finish(outcome)
         raise
-    _record(conversation, request, before, outcome, exchange)
+    _record(conversation, request, outcome, exchange)
     view.finish(outcome)
     return outcome
 
@@ -270,31 +264,40 @@ def _stream(
     call = client.chat if request.endpoint == "chat" else client.generate
     outcome.text = outcome.thinking = ""
     outcome.result = None
+    if stop is not None and stop.cancelled:
+        outcome.stopped = True  # a later round of a stopped turn: send nothing more
+        return None
     if not streaming:
-        result = call(**body, stream=False)
+        result = call(**body, stream=False, cancel=stop)
         outcome.started = True
-        outcome.result, outcome.text, outcome.thinking = result, result.content, result.thinking
+        outcome.text, outcome.thinking = result.content, result.thinking
         if result.thinking:
             view.thinking(result.thinking)
         if result.content:
             view.content(result.content)
+        if stop is not None and stop.cancelled and result.done_reason is None:
+            outcome.stopped = True
+            return None
+        outcome.result = result
         return result
-    stream = call(**body, stream=True)
+    stream = call(**body, stream=True, cancel=stop)
     outcome.started = True
+    text: list[str] = []
+    thinking: list[str] = []
     try:
-        if stop is not None:
-            stop.attach(stream)
         for chunk in stream:
             if chunk.thinking:
-                outcome.thinking += chunk.thinking
+                thinking.append(chunk.thinking)
                 view.thinking(chunk.thinking)
             if chunk.content:
-                outcome.text += chunk.content
+                text.append(chunk.content)
                 view.content(chunk.content)
         outcome.stopped = stream.aborted
         outcome.result = stream.result
         return stream.result
     finally:
+        # Also on an error or an interrupt: the outcome keeps what arrived.
+        outcome.text, outcome.thinking = "".join(text), "".join(thinking)
         stream.close()
 
 
@@ -343,26 +346,22 @@ def _call(view: AnswerView, method: str, *args: Any) -> None:
 def _record(
     conversation: Conversation | None,
     request: Request,
-    before: int,
     outcome: Outcome,
     exchange: list[dict[str, Any]],
 ) -> None:
-    """Append the turn's new messages, its tool exchange and the answer to the conversation."""
+    """Append the turn (its new messages, tool exchange and answer) to the conversation."""
     if conversation is None or request.endpoint != "chat":
         return
     if (outcome.interrupted or outcome.stopped) and not outcome.text and not exchange:
         return  # nothing was said: as if the turn never happened
-    conversation.truncate(before)
-    for message in request.body.get("messages", [])[before:]:
-        if message.get("role") != "system":
-            conversation.append(message)
-    for message in exchange:
-        conversation.append(message)
+    new = request.new_messages
+    if new is None:  # a request not made by build_request: its last message is the new one
+        new = request.body.get("messages", [])[-1:]
     if outcome.result is not None:
-        conversation.append(outcome.result.message)
+        answer = outcome.result.message
     else:
-        conversation.append({"role": "assistant", "content": outcome.text})
-    conversation.model = request.model
+        answer = {"role": "assistant", "content": outcome.text}
+    conversation.record([*new, *exchange, answer], system=request.system, model=request.model)
 
 
 def footer_parts(outcome: Outcome) -> list[str]:

@@ -309,8 +309,6 @@ class OllamaMagics(Magics):
         if args.dry_run:
             self._show_request(request)
             return
-        if conversation is not None and args.system is not None:
-            conversation.system = args.system
         view = _RecordingView(self._view(args, notes, structured=output is not None))
         if images and isinstance(view.inner, NotebookView):
             display({"text/html": thumbnails_html(images, args.image), "text/plain": ""}, raw=True)

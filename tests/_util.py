@@ -25,3 +25,52 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
 def plain(text: str) -> str:
     """Text without ANSI colour codes."""
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+class RawServer:
+    """A bare TCP server on 127.0.0.1 that hands each connection to ``handle(conn)``: for
+    behaviour no well-behaved HTTP server shows (resets, bodies that never end)."""
+
+    def __init__(self, handle) -> None:
+        import socket
+        import threading
+
+        self._handle = handle
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen()
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._socket.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._handle(self, conn)
+
+    def read_request(self, conn) -> bytes:
+        """Read one request (headers and a Content-Length body) and record it."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        while length and len(body) < int(length.group(1)):
+            body += conn.recv(65536)
+        self.requests.append(head + b"\r\n\r\n" + body)
+        return data

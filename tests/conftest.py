@@ -17,7 +17,6 @@ from traitlets.config import Config
 
 from ollama_magic import Client
 
-
 _HOME = tempfile.TemporaryDirectory(prefix="ollama-magic-tests-")
 
 

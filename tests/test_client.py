@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import base64
 import gc
+import json
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
 
 import pytest
-from _util import wait_until
+import requests
+from _util import RawServer, wait_until
 
 from ollama_magic import (
     BadRequest,
+    Cancellation,
     Client,
     ModelNotFound,
     NotOllama,
@@ -378,8 +383,66 @@ def test_a_pooled_connection_reset_after_an_error_is_retried_on_a_fresh_one(clie
     # The connection the error came on is reset when reused; the client retries once.
     assert client.generate("llama3.2", "hi", stream=False).content == "hello there"
     generate_requests = [r for r in fake_ollama.requests if r.path == "/api/generate"]
-    assert len(generate_requests) >= 2
-    assert generate_requests[-1].status == 200
+    # the error, the request the reset connection swallowed (no status), and the retry
+    assert [r.status for r in generate_requests] == [500, 0, 200]
+
+
+def _reset_after_reading(server, conn):
+    server.read_request(conn)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()  # RST, no byte of an answer
+
+
+def test_a_fresh_connection_that_fails_is_not_sent_again():
+    # The server may have acted on it (a delete, a pull): only a reused connection that
+    # dies is known not to have reached it.
+    with RawServer(_reset_after_reading) as server:
+        with pytest.raises(ServerError, match="closed the connection without answering"):
+            Client(server.url).delete("llama3.2")
+        assert len(server.requests) == 1
+
+
+def _done_then_silence(server, conn):
+    server.read_request(conn)
+    line = json.dumps({"model": "m", "response": "hi", "done": True, "done_reason": "stop"})
+    body = (line + "\n").encode()
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+    )
+    server.wait.wait(10)  # never sends the terminating chunk while the test runs
+    conn.close()
+
+
+def test_a_body_left_open_after_done_does_not_hang_the_answer():
+    with RawServer(_done_then_silence) as server:
+        server.wait = threading.Event()
+        started = time.monotonic()
+        result = Client(server.url, timeout=30).generate("m", "hi").consume()
+        assert result.content == "hi" and result.done_reason == "stop"
+        assert time.monotonic() - started < 5, "the end of the body must not be awaited long"
+        server.wait.set()
+
+
+def test_cancel_while_the_model_loads_returns_at_once(client, fake_ollama):
+    fake_ollama.inject(Fault(load_delay=10.0))  # no byte, not even headers, for 10 s
+    cancel = Cancellation()
+    threading.Thread(
+        target=lambda: (wait_until(lambda: fake_ollama.requests), cancel.cancel())
+    ).start()
+    started = time.monotonic()
+    stream = client.generate("llama3.2", "hi", cancel=cancel)
+    assert list(stream) == [] and stream.aborted and stream.result is None
+    assert time.monotonic() - started < 5, "cancel must not wait for the model to load"
+    request = fake_ollama.last_request("/api/generate")
+    assert request.finished.wait(5) and request.client_disconnected
+
+
+def test_timeout_none_waits_forever_and_still_explains_a_timeout(fake_ollama):
+    client = Client(fake_ollama.url, timeout=None)
+    assert client.generate("llama3.2", "hi", stream=False).content
+    error = client._transport_error(requests.ReadTimeout("read timed out"))
+    assert isinstance(error, OllamaTimeout) and "sent nothing in time" in error.message
 
 
 # -- leaving early, interrupts, abort ---------------------------------------------------------
@@ -422,8 +485,8 @@ def test_closing_with_a_with_block(client, fake_ollama):
     _generation_stopped(fake_ollama)
 
 
-def _interrupt_when_blocked_in_recv(thread_id: int) -> None:
-    """Send SIGINT to a thread once it waits in a socket read, as a kernel interrupt does."""
+def _wait_until_blocked_in_recv(thread_id: int) -> None:
+    """Wait until a thread sits in a socket read."""
 
     def in_recv() -> bool:
         frame = sys._current_frames().get(thread_id)
@@ -434,6 +497,11 @@ def _interrupt_when_blocked_in_recv(thread_id: int) -> None:
         return False
 
     wait_until(in_recv)
+
+
+def _interrupt_when_blocked_in_recv(thread_id: int) -> None:
+    """Send SIGINT to a thread once it waits in a socket read, as a kernel interrupt does."""
+    _wait_until_blocked_in_recv(thread_id)
     signal.pthread_kill(thread_id, signal.SIGINT)
 
 
@@ -462,10 +530,17 @@ def test_abort_from_another_thread_wakes_the_blocked_read(client, fake_ollama):
     _slow(fake_ollama, delay=5.0)  # the next token would be 5 s away
     stream = client.generate("llama3.2", "slow")
     first = next(stream)
-    started = time.monotonic()
-    threading.Thread(target=stream.abort).start()
+    woke_at: list[float] = []
+
+    def abort_once_blocked() -> None:
+        _wait_until_blocked_in_recv(main)
+        woke_at.append(time.monotonic())
+        stream.abort()
+
+    main = threading.get_ident()
+    threading.Thread(target=abort_once_blocked).start()
     rest = list(stream)  # blocks in recv() until abort() shuts the socket down
-    assert time.monotonic() - started < 4.0, "abort() must wake the read before the next token"
+    assert time.monotonic() - woke_at[0] < 1.0, "abort() must wake the blocked read at once"
     assert rest == [] and stream.aborted and stream.closed
     assert stream.text == first.content == "word0"
     assert stream.result is None

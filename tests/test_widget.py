@@ -240,10 +240,10 @@ def test_a_server_fault_mid_stream_keeps_the_partial_answer_marked_failed(open_w
 class BrokenConversation(Conversation):
     """A conversation whose storage fails when an answer is recorded (a bug, say)."""
 
-    def append(self, message):
-        if message.get("role") == "assistant":
+    def record(self, messages, **kwargs):
+        if any(m.get("role") == "assistant" for m in messages):
             raise RuntimeError("the disk is on fire")
-        super().append(message)
+        super().record(messages, **kwargs)
 
 
 def test_unexpected_errors_show_in_the_widget_not_in_the_log(open_widget, fake_ollama):

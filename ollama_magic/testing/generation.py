@@ -530,6 +530,7 @@ def _answer(handler: RequestHandler, record: RecordedRequest, context: Context) 
     prompt_count = len(plan.prompt_tokens) + len(context.request.get("context") or [])
     timing = _Timing(prompt_count, time.perf_counter_ns() - prompt_started)
     fault = plan.fault
+    handler.load(fault.load_delay)
     if fault.is_http_error:
         handler.apply_http_fault(fault)
         return

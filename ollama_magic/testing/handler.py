@@ -340,6 +340,13 @@ class RequestHandler(BaseHTTPRequestHandler):
         if seconds > 0 and self.fake._stopping.wait(seconds):
             raise Aborted
 
+    def load(self, seconds: float) -> None:
+        """Wait *seconds* before answering, as a model loads; stop early if the client leaves."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.pause(min(left, 0.02))
+            self.check_client()
+
     def check_client(self) -> None:
         """Raise ClientGone if the client has closed its end (EOF pending on the socket)."""
         if self.fake._stopping.is_set():

@@ -46,6 +46,8 @@ class Fault:
         empty_context: the final generate chunk carries `"context": []`.
         reset_connection: keep the connection open after responding, then reset it (RST, no
             byte sent) when the client sends its next request on it.
+        load_delay: seconds before the response starts, as while a model loads: no byte, not
+            even the headers, is sent meanwhile (a client that leaves is noticed).
     """
 
     status: int | None = None
@@ -60,14 +62,15 @@ class Fault:
     stats: str | None = None
     empty_context: bool = False
     reset_connection: bool = False
+    load_delay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.stats not in (None, "omit", "zero"):
             raise ValueError(f"stats must be None, 'omit' or 'zero', not {self.stats!r}")
         if self.body is not None and self.status is None:
             self.status = 502  # a plain-text body is what a proxy sends when the upstream fails
-        if self.delay < 0:
-            raise ValueError("delay must not be negative")
+        if self.delay < 0 or self.load_delay < 0:
+            raise ValueError("delays must not be negative")
 
     @property
     def is_http_error(self) -> bool:
