@@ -425,6 +425,7 @@ class OllamaMagics(Magics):
             %ollama config [KEY=VALUE ...] show or change host, model, options, fps, timeout
             %ollama history [--session NAME]   the conversation so far
             %ollama reset [--session NAME]     forget the conversation
+            %ollama chat [MODEL] [--session NAME]  a chat widget on that conversation
             %ollama traceback              the full traceback of the last error
             %ollama help                   this text, and %%ollama's options
 
@@ -447,6 +448,7 @@ class OllamaMagics(Magics):
             "config": self._config,
             "history": self._history,
             "reset": self._reset,
+            "chat": self._chat,
             "traceback": self._traceback,
             "tb": self._traceback,
             "help": lambda _: self._help(),
@@ -601,6 +603,12 @@ class OllamaMagics(Magics):
         count = len(conversation)
         conversation.reset(keep_system=False)
         print(f"Forgot {count} messages of the conversation {name!r}.")
+
+    def _chat(self, rest: list[str]) -> Any:
+        # Imported here: ipywidgets is needed only once a chat widget is opened.
+        from ollama_magic.widget import open_chat
+
+        return open_chat(self, rest)
 
     def _traceback(self, rest: list[str]) -> None:
         _no_arguments("traceback", rest)

@@ -371,9 +371,11 @@ def test_an_interrupt_keeps_the_partial_answer_and_reraises(ipython, fake_ollama
 
 
 def _interrupt_after_first_token(server, thread_id):
+    # Two chunks sent (0.3 s apart) and the reader back in recv(): the first has certainly
+    # arrived and been shown; the interrupt then lands in the blocked read.
     wait_until(
         lambda: (
-            server.last_request("/api/chat") and server.last_request("/api/chat").chunks_sent >= 1
+            server.last_request("/api/chat") and server.last_request("/api/chat").chunks_sent >= 2
         )
     )
     _interrupt_when_blocked_in_recv(thread_id)
@@ -483,3 +485,18 @@ def test_in_terminal_ipython_the_answer_streams_as_plain_text(ipython, fake_olla
     out = capsys.readouterr().out
     assert out.startswith("**Paris** is the capital.\n\n[llama3.2 · ")
     assert "<" not in out
+
+
+def test_chat_opens_a_widget_on_the_conversation(ipython, fake_ollama):
+    fake_ollama.add_reply("first", "Answer one.")
+    run(ipython, "llama3.2 --session s", "first question")
+    with capture_output():
+        widget = ipython.run_line_magic("ollama", "chat llama3.2 --session s")
+    try:
+        magics = ipython.magics_manager.registry["OllamaMagics"]
+        assert widget.conversation is magics.conversations["s"]
+        assert widget.messages[-1]["content"] == "Answer one."
+    finally:
+        widget.close()
+    with pytest.raises(UsageError, match="Usage: %ollama chat"):
+        ipython.run_line_magic("ollama", "chat --bogus")
