@@ -55,7 +55,7 @@ def bench_render(
             before = live.frames
             live.feed(token)
             if live.frames != before:
-                frame_lengths.append(len(live.text))
+                frame_lengths.append(live.length)
                 outputs = max(outputs, live.outputs)
         if measure_memory:
             peak = tracemalloc.get_traced_memory()[1]

@@ -5,6 +5,8 @@ Prompts are full of braces that are not fields: JSON, dict literals, code, LaTeX
 holding a well-formed field whose name exists in the namespace is replaced, and only when it
 formats without error. ``{{`` and ``}}`` give literal braces as in ``str.format``, except that a
 ``}`` closing a literal ``{`` stays itself, so nested JSON such as ``{"a": {"b": 1}}`` survives.
+A format spec may not start with a space, so ``{i: 0}`` stays a dict literal even when ``i`` is
+a variable (write ``{i:>5}``, not ``{i: >5}``).
 
 >>> interpolate("Hi {name}! {n:.2f} {xs[0]} {name!r}", {"name": "Ada", "n": 2, "xs": [7]})
 "Hi Ada! 2.00 7 'Ada'"
@@ -28,7 +30,7 @@ _FIELD = re.compile(
     r"""\{
     (?P<field>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[[^\[\]{}]+\])*)
     (?:!(?P<conversion>[rsa]))?
-    (?::(?P<spec>[^{}]*))?
+    (?::(?P<spec>[^{}\s][^{}]*))?  # a spec starting with a space is a dict literal: {i: 0}
     \}""",
     re.VERBOSE,
 )

@@ -12,6 +12,7 @@ cached, and only the unfinished tail is parsed again as text arrives.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -96,33 +97,68 @@ class IncrementalMarkdown:
 
     def __init__(self, md: MarkdownIt | None = None) -> None:
         self.md = md or _DEFAULT
-        self._text = ""
-        self._tail = ""
+        self._parts: list[str] = []  # what was fed, in order (joined only when needed)
+        self._starts: list[int] = []  # the offset in the text where each part starts
+        self._length = 0
+        self._committed_length = 0
+        self._pending_cr = False
         self._references: dict[str, Any] = {}
         self.committed: list[str] = []
         """HTML of the committed blocks, in order (one entry per :meth:`update` that committed)."""
 
     @property
     def text(self) -> str:
-        """Everything fed so far."""
-        return self._text
+        """Everything fed so far (line breaks normalised to ``\\n``)."""
+        return self.text_since(0)
 
     @property
     def committed_length(self) -> int:
         """How many characters of :attr:`text` lie in committed blocks."""
-        return len(self._text) - len(self._tail)
+        return self._committed_length
+
+    @property
+    def _tail(self) -> str:
+        return self.text_since(self._committed_length)
+
+    def text_since(self, offset: int) -> str:
+        """The text from ``offset`` on, joining only the parts it needs (cheap near the end)."""
+        if offset >= self._length:
+            return ""
+        first = bisect.bisect_right(self._starts, offset) - 1
+        return "".join(self._parts[first:])[offset - self._starts[first] :]
 
     def feed(self, text: str) -> None:
-        """Append text; rendering waits for :meth:`update`."""
+        """Append text; rendering waits for :meth:`update`.
+
+        ``\\r\\n`` and lone ``\\r`` become ``\\n`` (markdown-it counts both as line breaks; the
+        commit logic counts lines), also when a ``\\r\\n`` is split between two pieces.
+        """
+        if self._pending_cr:
+            text = "\r" + text
+            self._pending_cr = False
+        if text.endswith("\r"):
+            text, self._pending_cr = text[:-1], True
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
         if text:
-            self._text += text  # amortised O(1) in CPython: the only reference
-            self._tail += text
+            self._starts.append(self._length)
+            self._parts.append(text)
+            self._length += len(text)
+            if len(self._parts) >= 512:
+                # Many small pieces cost more memory than the text itself: fold them into one
+                # string now and then (each fold copies the text: rare enough to stay cheap).
+                self._parts, self._starts = ["".join(self._parts)], [0]
+
+    @property
+    def length(self) -> int:
+        """How many characters were fed (without building the text)."""
+        return self._length
 
     def update(self) -> tuple[list[str], str]:
         """Commit what is final; return (HTML of newly committed blocks, HTML of the tail)."""
         env: dict[str, Any] = {"references": dict(self._references)}
-        tokens = self.md.parse(self._tail, env)
-        split = self._commit_point(tokens)
+        tail = self._tail
+        tokens = self.md.parse(tail, env)
+        split = self._commit_point(tokens, tail)
         new: list[str] = []
         if split is not None:
             index, line = split
@@ -132,17 +168,17 @@ class IncrementalMarkdown:
                 # Keep only definitions that lie in the committed text (the rest is re-parsed).
                 if label not in self._references and (ref.get("map") or [0])[0] < line:
                     self._references[label] = ref
-            self._tail = self._tail[_offset_of_line(self._tail, line) :]
+            self._committed_length += _offset_of_line(tail, line)
             tokens = tokens[index:]
         return new, self.md.renderer.render(tokens, self.md.options, env)
 
-    def _commit_point(self, tokens: list[Token]) -> tuple[int, int] | None:
+    def _commit_point(self, tokens: list[Token], tail: str) -> tuple[int, int] | None:
         """(token index, tail line) where the last committable block boundary is, if any."""
         starts = [
             (i, t.map[0]) for i, t in enumerate(tokens) if t.level == 0 and t.nesting >= 0 and t.map
         ]
-        complete_lines = self._tail.count("\n")
-        lines = self._tail.split("\n")
+        complete_lines = tail.count("\n")
+        lines = tail.split("\n")
         for index, line in reversed(starts[1:]):
             if line >= complete_lines:
                 continue  # the block's first line is still being written
@@ -154,7 +190,7 @@ class IncrementalMarkdown:
 
     def final_html(self) -> str:
         """The whole text rendered at once: what the incremental frames converge to."""
-        return self.md.render(self.text)
+        return self.md.render(self.text + ("\n" if self._pending_cr else ""))
 
 
 def _offset_of_line(text: str, line: int) -> int:

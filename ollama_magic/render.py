@@ -94,6 +94,8 @@ class LiveMarkdown:
         fps: At most this many repaints per second while streaming.
         clock: Monotonic seconds; injected by tests.
         segment_bytes: Finished HTML kept in the live output before it is frozen into a slot.
+        byte_rate: Live frames are spaced so that at most about this many bytes per second
+            go out, however long the unfinished block at the end is.
         wrap: Turns body HTML into the HTML of one output (a CSS class, say).
     """
 
@@ -104,18 +106,21 @@ class LiveMarkdown:
         fps: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         segment_bytes: int = 512,
+        byte_rate: float = 20_000.0,
         wrap: Callable[[str], str] = lambda body: body,
     ) -> None:
         self._sink = sink
         self._interval = 1.0 / fps if fps > 0 else 0.0
         self._clock = clock
         self._segment_bytes = segment_bytes
+        self._byte_rate = byte_rate
         self._wrap = wrap
         self._markdown = IncrementalMarkdown()
         self._slots: list[_Slot] = []
         self._live: _Slot | None = None
         self._last_paint = float("-inf")
-        self._dirty = False
+        self._wait = self._interval  # until the next repaint; longer after a large frame
+        self._last_frame_bytes = 0
         self.frames = 0
         """How many times an output was sent or updated."""
         self.bytes_sent = 0
@@ -127,6 +132,11 @@ class LiveMarkdown:
         return self._markdown.text
 
     @property
+    def length(self) -> int:
+        """How many characters were fed."""
+        return self._markdown.length
+
+    @property
     def outputs(self) -> int:
         """How many display outputs this answer uses."""
         return len(self._slots) + (self._live is not None)
@@ -136,8 +146,7 @@ class LiveMarkdown:
         if not text:
             return
         self._markdown.feed(text)
-        self._dirty = True
-        if self._clock() - self._last_paint >= self._interval:
+        if self._clock() - self._last_paint >= self._wait:
             self.refresh()
 
     def refresh(self, suffix_html: str = "") -> None:
@@ -152,9 +161,12 @@ class LiveMarkdown:
                 self._freeze()
                 live = self._ensure_live()
         body = "".join(live.blocks) + tail_html + suffix_html
-        self._paint(live, body, self._markdown.text[live.start :])
+        self._paint(live, body, self._markdown.text_since(live.start))
         self._last_paint = self._clock()
-        self._dirty = False
+        # A long unfinished block (a big code fence, a long list) is parsed and sent whole
+        # each frame; spacing frames by their size keeps bytes and CPU per second bounded,
+        # so the total stays linear in the answer's length however it is shaped.
+        self._wait = max(self._interval, self._last_frame_bytes / self._byte_rate)
 
     def finish(
         self,
@@ -217,13 +229,15 @@ class LiveMarkdown:
             self._live = None
 
     def _paint_slot(self, slot: _Slot) -> None:
-        self._paint(slot, "".join(slot.blocks), self._markdown.text[slot.start : slot.end])
+        text = self._markdown.text_since(slot.start)[: slot.end - slot.start]
+        self._paint(slot, "".join(slot.blocks), text)
 
     def _paint(
         self, slot: _Slot, body_html: str, text: str, metadata: dict[str, Any] | None = None
     ) -> None:
         """Show ``slot``'s content: a new output the first time, an in-place update after."""
         bundle = {"text/html": self._wrap(body_html) if body_html else "", "text/plain": text}
+        self._last_frame_bytes = sum(len(v) for v in bundle.values())
         self.frames += 1
         self.bytes_sent += sum(len(v.encode()) for v in bundle.values())
         if slot.handle is None:

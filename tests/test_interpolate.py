@@ -36,6 +36,8 @@ NS = {
         ('{"a": {"b": {"c": 1}}}', '{"a": {"b": {"c": 1}}}'),
         ("[{'x': 1}, {'y': 2}]", "[{'x': 1}, {'y': 2}]"),
         ("{k: v for k, v in d.items()}", "{k: v for k, v in d.items()}"),
+        ("counts = {k: 0}", "counts = {k: 0}"),
+        ("{n: 5}", "{n: 5}"),
         ("def f():\n    return {}\n", "def f():\n    return {}\n"),
         (r"$\frac{1}{2} + \sqrt{x}$", r"$\frac{1}{2} + \sqrt{x}$"),
         ("{undefined} stays", "{undefined} stays"),

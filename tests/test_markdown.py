@@ -178,3 +178,12 @@ def test_headings_lists_code_tables_and_unicode_render():
     assert "<h1>Title</h1>" in html and "<li>a</li>" in html
     assert '<code class="language-python">x = 1 &lt; 2' in html
     assert "<table>" in html and "<td>東京 🎉</td>" in html
+
+
+def test_carriage_returns_count_as_line_breaks_even_split_across_pieces():
+    text = "# Title\r\n\r\nPara one\r\rPara two\r\n- item\r\n"
+    for sizes in ([1] * len(text), token_sizes(text)):
+        inc, html = stream_render(text, sizes)
+        expected = render_markdown(text.replace("\r\n", "\n").replace("\r", "\n"))
+        assert html == expected == inc.final_html()
+        assert "\r" not in inc.text

@@ -153,3 +153,19 @@ def test_untrusted_html_in_a_stream_is_escaped_in_every_frame():
     for _, visible_html, _ in frames:
         assert "<img" not in visible_html and "<script" not in visible_html
     assert "&lt;script&gt;" in sink.outputs[0].bundle["text/html"]
+
+
+def test_one_long_code_block_or_list_still_costs_linear_bytes():
+    # A single unfinished block cannot be committed in parts: frames are spaced by size.
+    code = (
+        "```python\n" + "".join(f"x_{i} = compute({i}, 'value')\n" for i in range(1000)) + "```\n"
+    )
+    items = "".join(f"- item number {i} of a long list\n" for i in range(1000))
+    for text in (code, items):
+        live, _, _ = stream(text)
+        live.finish()
+        answer_bytes = len(render_markdown(text).encode()) + len(text.encode())
+        assert live.bytes_sent < 60 * answer_bytes
+        half, _, _ = stream(text[: len(text) // 2])
+        half.finish()
+        assert live.bytes_sent / half.bytes_sent < 2.6, "twice the block, about twice the bytes"
