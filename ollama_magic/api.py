@@ -19,8 +19,7 @@ from typing import Any
 from ollama_magic.client import Client
 from ollama_magic.conversation import Conversation
 from ollama_magic.core import ask as _ask
-from ollama_magic.core import build_request
-from ollama_magic.errors import OllamaError
+from ollama_magic.core import build_request, newest_model
 from ollama_magic.images import image_base64
 from ollama_magic.structured import output_format
 from ollama_magic.tools import Toolbox
@@ -65,7 +64,7 @@ def ask(
         OllamaError: as the magics would show it (ModelOutputError for an invalid answer).
     """
     client = client or Client()
-    model = model or os.environ.get("OLLAMA_MODEL") or _newest_model(client)
+    model = model or os.environ.get("OLLAMA_MODEL") or newest_model(client)
     output = output_format(format) if format is not None else None
     toolbox = Toolbox(tools) if tools else None
     request = build_request(
@@ -91,13 +90,3 @@ def ask(
         max_tool_rounds=max_tool_rounds,
     )
     return outcome.value if output is not None else outcome.text
-
-
-def _newest_model(client: Client) -> str:
-    models = client.list()
-    if not models:
-        raise OllamaError(
-            f"The Ollama server at {client.host} has no models yet.",
-            hint="Download one with `ollama pull llama3.2`.",
-        )
-    return models[0].name

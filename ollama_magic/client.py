@@ -744,6 +744,26 @@ class Client:
                 hint="Check OLLAMA_HOST: the scheme, the port, and any path prefix of a proxy.",
                 **kwargs,
             )
+        if status == 403 and (not message or message.startswith("403") or "cloud" in message):
+            # Ollama's own 403s: an empty body from its host/origin check, or cloud disabled.
+            return Unauthorized(
+                f"{self.host} refused the request (HTTP 403): {message or 'forbidden'}",
+                hint="Ollama refuses hosts and origins it does not allow: see OLLAMA_ORIGINS "
+                "and OLLAMA_HOST on the server; for cloud models, enable Ollama cloud.",
+                **kwargs,
+            )
+        if status == 429:
+            return ServerError(
+                f"{self.host} is rate-limiting requests (HTTP 429): {message}",
+                hint="Wait a little and try again.",
+                **kwargs,
+            )
+        if status == 499:
+            return ServerError(
+                f"The request was cancelled before the model answered (HTTP 499): {message}",
+                hint="Try again; if it keeps happening, a proxy may be timing out.",
+                **kwargs,
+            )
         if status in (401, 403):
             return Unauthorized(
                 f"{self.host} refused the request (HTTP {status}): {message or 'unauthorized'}",

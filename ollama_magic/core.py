@@ -29,6 +29,7 @@ __all__ = [
     "ask",
     "build_request",
     "footer_parts",
+    "newest_model",
 ]
 
 
@@ -64,18 +65,33 @@ class Request:
         return {"host": self.host, "path": f"/api/{self.endpoint}", "body": body}
 
     def provenance(self) -> dict[str, Any]:
-        """What produced an answer, for output metadata: images are summarised, not copied."""
-        body = copy.deepcopy(self.body)
-        for holder in [body, *body.get("messages", [])]:
-            if holder.get("images"):
-                holder["images"] = f"<{len(holder['images'])} images>"
-        return {
+        """What produced an answer, for the output's metadata.
+
+        Small on purpose: the model, server, options and the prompt of this turn, not the
+        whole history (which would make each answer of a chat bigger than the last) nor
+        images or tool schemas.
+        """
+        body = self.body
+        messages = body.get("messages", [])
+        prompt = messages[-1].get("content", "") if messages else body.get("prompt", "")
+        fmt = body.get("format")
+        info: dict[str, Any] = {
             "model": self.model,
             "host": self.host,
             "path": f"/api/{self.endpoint}",
             "options": body.get("options", {}),
-            "request": body,
+            "prompt": prompt,
         }
+        if messages:
+            info["history_messages"] = len(messages) - 1
+        if fmt is not None:
+            info["format"] = fmt if isinstance(fmt, str) else fmt.get("title", "JSON schema")
+        for key in ("system", "think", "keep_alive", "raw", "suffix"):
+            if key in body:
+                info[key] = body[key]
+        if body.get("tools"):
+            info["tools"] = [t.get("function", {}).get("name") for t in body["tools"]]
+        return info
 
     def to_json(self) -> str:
         return json.dumps(self.describe(), indent=2, ensure_ascii=False)
@@ -109,6 +125,29 @@ class Outcome:
     @property
     def complete(self) -> bool:
         return self.result is not None
+
+
+_EMBEDDING_FAMILIES = {"bert", "nomic-bert", "jina-bert", "xlm-roberta"}
+
+
+def newest_model(client: Client) -> str:
+    """The most recently modified local model that can answer (not an embedding model).
+
+    Servers list capabilities with each model since about v0.20; older ones only the family,
+    so embedding families are recognised by name.
+    """
+    models = client.list()
+    for model in models:
+        if model.capabilities:
+            if "completion" in model.capabilities:
+                return model.name
+        elif model.family not in _EMBEDDING_FAMILIES and "embed" not in model.name:
+            return model.name
+    what = "no models yet" if not models else "only embedding models"
+    raise OllamaError(
+        f"The Ollama server at {client.host} has {what}.",
+        hint="Download one with `%ollama pull llama3.2` (or `ollama pull llama3.2`).",
+    )
 
 
 def build_request(
@@ -376,6 +415,8 @@ def footer_parts(outcome: Outcome) -> list[str]:
             parts.append(f"{metrics.tokens_per_second:.1f} tokens/s")
         if metrics.load_duration and metrics.load_duration >= 100_000_000:
             parts.append(f"load {metrics.load_duration / 1e9:.1f} s")
+        if result.logprobs:
+            parts.append(f"log-probabilities of {len(result.logprobs)} tokens in _ollama_logprobs")
         if result.done_reason == "length":
             parts.append("truncated at the token limit (raise -n/--num-predict or --ctx)")
     if outcome.interrupted:

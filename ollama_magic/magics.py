@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shlex
@@ -16,11 +17,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Dict, Float, Unicode, default, observe
+from traitlets import Dict, Float, TraitError, Unicode, default, observe, validate
 
 from ollama_magic.client import Client, parse_host
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation, Conversations
-from ollama_magic.core import AnswerView, Request, ask, build_request
+from ollama_magic.core import AnswerView, Request, ask, build_request, newest_model
 from ollama_magic.errors import ModelOutputError, OllamaError
 from ollama_magic.images import image_base64, thumbnails_html
 from ollama_magic.interpolate import interpolate
@@ -52,6 +53,32 @@ def _keep_alive(text: str | None) -> float | str | None:
 
 
 _THINK_LEVELS = {"low", "medium", "high", "max"}
+
+#: The options Ollama's server accepts (api/types.go); it silently ignores any other.
+OLLAMA_OPTIONS = frozenset(
+    [
+        "num_ctx",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "use_mmap",
+        "num_thread",
+        "draft_num_predict",
+        "num_keep",
+        "seed",
+        "num_predict",
+        "top_k",
+        "top_p",
+        "min_p",
+        "typical_p",
+        "repeat_last_n",
+        "temperature",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "stop",
+    ]
+)
 
 
 def _think(args: Any) -> bool | str | None:
@@ -155,7 +182,24 @@ class OllamaMagics(Magics):
 
     @observe("host", "timeout", "headers")
     def _forget_clients(self, change: Any) -> None:
+        for client in self._clients.values():
+            client.close()
         self._clients.clear()
+
+    @validate("fps")
+    def _valid_fps(self, proposal: Any) -> float:
+        # Jupyter drops output above 1000 messages/s; a few updates per second read best.
+        value = float(proposal["value"])
+        if not 0 < value <= 60:
+            raise TraitError(f"fps must be above 0 and at most 60, not {value:g}")
+        return value
+
+    @validate("timeout")
+    def _valid_timeout(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if value <= 0:
+            raise TraitError(f"timeout must be a positive number of seconds, not {value:g}")
+        return value
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         self._clients: dict[str, Client] = {}
@@ -187,13 +231,7 @@ class OllamaMagics(Magics):
             return explicit, []
         if self.model:
             return self.model, []
-        models = client.list()
-        if not models:
-            raise OllamaError(
-                f"The Ollama server at {client.host} has no models yet.",
-                hint="Download one with `%ollama pull llama3.2` (or `ollama pull llama3.2`).",
-            )
-        name = models[0].name
+        name = newest_model(client)
         if self._announced_model == name:
             return name, []
         self._announced_model = name  # say it once, not under every answer
@@ -262,6 +300,7 @@ class OllamaMagics(Magics):
     @argument("-q", "--quiet", action="store_true", help="Show nothing (use with -o).")
     @argument("--dry-run", action="store_true", help="Show the request; send nothing.")
     @argument("--no-interpolate", action="store_true", help="Send {braces} exactly as typed.")
+    @argument("-h", "--help", action="store_true", help="Show this help.")
     @cell_magic("ollama")
     def ollama_cell(self, line: str, cell: str) -> None:
         """Send the cell to a model served by Ollama and show the answer as it streams.
@@ -288,6 +327,9 @@ class OllamaMagics(Magics):
         over /api/chat (``%ollama history`` shows it, ``%ollama reset`` clears it).
         """
         args = _parse(self.ollama_cell, line)
+        if args.help:
+            print(_dedent(self.ollama_cell.__doc__ or ""))
+            return
         _check_arguments(args, cell)
         namespace = self.shell.user_ns
         prompt = cell.strip() if args.no_interpolate else interpolate(cell.strip(), namespace)
@@ -332,6 +374,8 @@ class OllamaMagics(Magics):
             if args.out and (view.started or view.partial):
                 namespace[args.out] = view.partial
             raise
+        if outcome.result is not None and outcome.result.logprobs:
+            namespace["_ollama_logprobs"] = list(outcome.result.logprobs)
         if args.out:
             namespace[args.out] = _result_value(outcome, output, args.as_dataframe)
 
@@ -559,13 +603,23 @@ class OllamaMagics(Magics):
     def _config(self, rest: list[str]) -> None:
         traits = {"host", "model", "keep_alive", "fps", "timeout"}
         for key, value in _key_values(rest, "%ollama config").items():
+            option = key.removeprefix("options.")
             if key in traits:
                 try:
                     setattr(self, key, value if key in ("fps", "timeout") else str(value))
-                except Exception as exc:
+                except TraitError as exc:
                     raise UsageError(f"{key}: {exc}") from None
+            elif option in OLLAMA_OPTIONS or key.startswith("options."):
+                # Ollama ignores options it does not know, so a typo would pass silently;
+                # "options.NAME=" sends one this list does not know on purpose.
+                self.options = {**self.options, option: value}
             else:
-                self.options = {**self.options, key: value}
+                close = difflib.get_close_matches(key, [*traits, *OLLAMA_OPTIONS], n=1)
+                suggestion = f" Did you mean {close[0]}?" if close else ""
+                raise UsageError(
+                    f"Unknown setting {key!r}.{suggestion} Settings: {', '.join(sorted(traits))};"
+                    " or an Ollama option (temperature, num_ctx, seed, …; options.NAME for others)."
+                )
         client = self.client()
         headers = {k: _mask(k, v) for k, v in client.headers.items()}
         settings = {

@@ -175,12 +175,16 @@ class LiveMarkdown:
         *,
         body_html: str | None = None,
         footer_text: str = "",
+        wrap: Callable[[str], str] | None = None,
     ) -> None:
         """Paint the final frame: the whole answer rendered at once, plus ``footer_html``.
 
         It goes into the first output; any other output is emptied, so the answer shows once.
-        ``footer_text`` ends the text/plain version (what terminals and text exports show).
+        ``footer_text`` ends the text/plain version (what terminals and text exports show);
+        ``wrap``, if given, replaces the live frames' wrapper for this last one.
         """
+        if wrap is not None:
+            self._wrap = wrap
         body = self._markdown.final_html() if body_html is None else body_html
         slots = [*self._slots, *([self._live] if self._live else [])]
         first = slots[0] if slots else _Slot(None)

@@ -29,11 +29,25 @@ def _answer(body: str) -> str:
     return f'<div class="ollama-magic-answer">{body}</div>'
 
 
-def _thinking(body: str) -> str:
+def _thinking_live(body: str) -> str:
+    # Open while it streams: a collapsed section that redraws each frame would snap shut
+    # whenever the user opened it.
     return (
-        f'<details class="ollama-magic-thinking" style="{_MUTED}">'
-        f"<summary>Thinking</summary>{body}</details>"
+        f'<div class="ollama-magic-thinking" style="{_MUTED}; border-left: 3px solid '
+        f'var(--jp-border-color2, #ccc); padding-left: 0.7em">{body}</div>'
     )
+
+
+def _thinking_done(text: str) -> Callable[[str], str]:
+    words = len(text.split())
+
+    def wrap(body: str) -> str:
+        return (
+            f'<details class="ollama-magic-thinking" style="{_MUTED}">'
+            f"<summary>Thinking ({words} words)</summary>{body}</details>"
+        )
+
+    return wrap
 
 
 class NotebookView:
@@ -64,8 +78,11 @@ class NotebookView:
 
     def _new_segments(self) -> None:
         """Fresh thinking and answer outputs, below everything shown so far."""
-        self._thinking = LiveMarkdown(self._sink, fps=self._fps, clock=self._clock, wrap=_thinking)
+        self._thinking = LiveMarkdown(
+            self._sink, fps=self._fps, clock=self._clock, wrap=_thinking_live
+        )
         self._answer = LiveMarkdown(self._sink, fps=self._fps, clock=self._clock, wrap=_answer)
+        self._thinking_folded = False
 
     @property
     def frames(self) -> int:
@@ -79,7 +96,9 @@ class NotebookView:
         self._thinking.feed(text)
 
     def content(self, text: str) -> None:
-        if self._structured and not self._answer.text:
+        if self._thinking.length and not self._answer.length:
+            self._finish_thinking()  # the answer begins: fold the reasoning away
+        if self._structured and not self._answer.length:
             self._answer.feed("```json\n")  # raw JSON reads best as code while it grows
         self._answer.feed(text)
 
@@ -97,6 +116,11 @@ class NotebookView:
         text = f"[{mark} {call.name}({arguments}) -> {short}]\n"
         self._sink.display({"text/html": html, "text/plain": text}, {})
 
+    def _finish_thinking(self) -> None:
+        if self._thinking.length and not self._thinking_folded:
+            self._thinking.finish(wrap=_thinking_done(self._thinking.text))
+            self._thinking_folded = True
+
     def retry(self, error: OllamaError, attempt: int, retries: int) -> None:
         """Close the invalid answer with what was wrong, and start the next attempt below."""
         note = f"{error.message} Asking again ({attempt}/{retries})."
@@ -105,22 +129,21 @@ class NotebookView:
         self._new_segments()
 
     def _close_segments(self) -> None:
-        for segment in (self._thinking, self._answer):
-            if segment.text:
-                segment.finish()
+        self._finish_thinking()
+        if self._answer.length:
+            self._answer.finish()
         self._done += [self._thinking, self._answer]
         self._new_segments()
 
     def finish(self, outcome: Outcome) -> None:
-        if self._thinking.text:
-            self._thinking.finish()
+        self._finish_thinking()
         facts = " · ".join(footer_parts(outcome) + self._notes)
         footer = _FOOTER.format(escape(facts))
         footer_text = f"\n\n[{facts}]"
         problem = None
         if outcome.error is not None:
             problem = outcome.error.message
-        elif outcome.result is not None and not outcome.text and self._thinking.text:
+        elif outcome.result is not None and not outcome.text and self._thinking.length:
             problem = (
                 "The model only thought and gave no answer"
                 + (
@@ -208,6 +231,11 @@ class TextView:
         self.out.write(
             f"\n[{'error in' if failed else 'tool'} {call.name}({arguments}) -> {result}]\n"
         )
+
+    def _finish_thinking(self) -> None:
+        if self._thinking.length and not self._thinking_folded:
+            self._thinking.finish(wrap=_thinking_done(self._thinking.text))
+            self._thinking_folded = True
 
     def retry(self, error: OllamaError, attempt: int, retries: int) -> None:
         self.out.write(f"\n[{error.message} Asking again ({attempt}/{retries}).]\n")

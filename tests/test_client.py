@@ -623,3 +623,19 @@ def test_embed_returns_normalised_vectors(client):
         assert abs(sum(x * x for x in vector) - 1.0) < 1e-6
     assert client.embed("all-minilm", "cats") == vectors[:1]
     assert len(client.embed("all-minilm", "cats", dimensions=8)[0]) == 8
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "hint"),
+    [
+        (Fault(status=403, body="", content_type="text/plain"), Unauthorized, "OLLAMA_ORIGINS"),
+        (Fault(status=429, error="too many requests"), ServerError, "Wait a little"),
+        (Fault(status=499, error="request canceled"), ServerError, "proxy may be timing out"),
+    ],
+    ids=["403-empty", "429", "499"],
+)
+def test_other_statuses_get_fitting_hints(client, fake_ollama, fault, error, hint):
+    fake_ollama.inject(fault, times=1)
+    with pytest.raises(error) as info:
+        client.generate("llama3.2", "hi")
+    assert hint in info.value.hint

@@ -11,6 +11,7 @@ from _util import plain, wait_until
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from test_client import _interrupt_when_blocked_in_recv
+from traitlets import TraitError
 
 from ollama_magic import BadRequest, ModelNotFound, StreamError
 from ollama_magic.magics import OllamaMagics
@@ -56,7 +57,8 @@ def test_a_cell_streams_an_answer_rendered_as_markdown(ipython, fake_ollama):
     assert final.data["text/plain"].startswith(answer + "\n\n[llama3.2 · ")
     provenance = [o.metadata["ollama_magic"] for o in captured.outputs if o.metadata]
     assert provenance[-1]["model"] == "llama3.2"
-    assert provenance[-1]["request"]["prompt"] == "Explain entropy"
+    assert provenance[-1]["prompt"] == "Explain entropy"
+    assert provenance[-1]["path"] == "/api/generate"
 
 
 @pytest.mark.parametrize(
@@ -500,3 +502,50 @@ def test_chat_opens_a_widget_on_the_conversation(ipython, fake_ollama):
         widget.close()
     with pytest.raises(UsageError, match="Usage: %ollama chat"):
         ipython.run_line_magic("ollama", "chat --bogus")
+
+
+def test_the_newest_local_model_is_never_an_embedding_model(ipython, fake_ollama):
+    fake_ollama.add_model("my-embedder", capabilities=("embedding",), family="bert")
+    assert (
+        line(ipython, "models")
+        .outputs[0]
+        .data["text/plain"]
+        .splitlines()[1]
+        .startswith("my-embedder")
+    ), "the embedder is the newest model"
+    run(ipython, "", "hi")
+    assert last_body(fake_ollama)["model"] == "llama3.2:latest"
+
+
+def test_config_refuses_unknown_settings_instead_of_sending_them(ipython, fake_ollama):
+    with pytest.raises(UsageError, match=r"Unknown setting 'tempreature'\. Did you mean tempera"):
+        line(ipython, "config tempreature=0.1")
+    line(ipython, "config options.mirostat=1 num_ctx=4096")
+    run(ipython, "llama3.2", "hi")
+    assert last_body(fake_ollama)["options"] == {"mirostat": 1, "num_ctx": 4096}
+    with pytest.raises(UsageError, match="fps must be above 0"):
+        line(ipython, "config fps=0")
+    magics = ipython.magics_manager.registry["OllamaMagics"]
+    with pytest.raises(TraitError, match="timeout must be a positive"):
+        magics.timeout = -1
+
+
+def test_dash_h_prints_the_help(ipython, fake_ollama):
+    captured = run(ipython, "-h", "ignored")
+    assert "--temperature" in captured.stdout and "Examples" in captured.stdout
+    assert fake_ollama.requests == []
+
+
+def test_logprobs_are_kept_and_said(ipython, fake_ollama):
+    html = final_html(run(ipython, "llama3.2 --top-logprobs 2", "hi"))
+    logprobs = ipython.user_ns["_ollama_logprobs"]
+    assert logprobs and "logprob" in logprobs[0] and len(logprobs[0]["top_logprobs"]) == 2
+    assert f"log-probabilities of {len(logprobs)} tokens in _ollama_logprobs" in html
+
+
+def test_metadata_does_not_grow_with_the_conversation(ipython, fake_ollama):
+    for question in ("one", "two", "three"):
+        captured = run(ipython, "llama3.2 -c", question)
+    provenance = [o.metadata["ollama_magic"] for o in captured.outputs if o.metadata][-1]
+    assert provenance["prompt"] == "three" and provenance["history_messages"] == 4
+    assert '"role"' not in json.dumps(provenance), "no copy of the history"

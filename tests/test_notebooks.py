@@ -122,4 +122,4 @@ def test_structured_outputs_notebook_tools_and_thinking(structured):
     ]
     assert tool_messages and tool_messages[0]["tool_name"] == "convert_temperature"
     thinking = cell_by_source(notebook, "%%ollama qwen3 --think")
-    assert any("<summary>Thinking</summary>" in html for html in html_outputs(thinking))
+    assert any("<summary>Thinking (" in html for html in html_outputs(thinking))

@@ -210,7 +210,7 @@ def test_the_thinking_trace_streams_into_a_collapsed_section_above_the_answer(ip
     )
     assert ids.index(thinking_id) < ids.index(answer_id)
     final_thinking = [o for o in captured.outputs if o.transient["display_id"] == thinking_id][-1]
-    assert "<summary>Thinking</summary>" in final_thinking.data["text/html"]
+    assert "<summary>Thinking (5 words)</summary>" in final_thinking.data["text/html"]
     assert "<details open" not in final_thinking.data["text/html"], "collapsed by default"
     assert "<em>reason</em>" in final_thinking.data["text/html"]
 
