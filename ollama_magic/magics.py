@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-import json
+import inspect
 import os
 import shlex
-import sys
-import time
-import traceback
-from collections.abc import Callable
 from typing import Any
 
 from IPython.core.displaypub import DisplayPublisher
@@ -19,6 +14,8 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Dict, Float, TraitError, Unicode, default, observe, validate
 
+from ollama_magic import admin
+from ollama_magic.admin import key_values
 from ollama_magic.client import Client, parse_host
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation, Conversations
 from ollama_magic.core import AnswerView, Request, ask, build_request, newest_model
@@ -34,14 +31,6 @@ from ollama_magic.views import NotebookView, QuietView, TextView
 __all__ = ["OllamaMagics"]
 
 
-def _value(text: str) -> Any:
-    """A command-line value: JSON when it parses (numbers, lists, true), else the text."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def _keep_alive(text: str | None) -> float | str | None:
     """``--keep-alive``: a number is seconds (Ollama rejects the string "-1"); else a duration."""
     if not text:
@@ -53,32 +42,6 @@ def _keep_alive(text: str | None) -> float | str | None:
 
 
 _THINK_LEVELS = {"low", "medium", "high", "max"}
-
-#: The options Ollama's server accepts (api/types.go); it silently ignores any other.
-OLLAMA_OPTIONS = frozenset(
-    [
-        "num_ctx",
-        "num_batch",
-        "num_gpu",
-        "main_gpu",
-        "use_mmap",
-        "num_thread",
-        "draft_num_predict",
-        "num_keep",
-        "seed",
-        "num_predict",
-        "top_k",
-        "top_p",
-        "min_p",
-        "typical_p",
-        "repeat_last_n",
-        "temperature",
-        "repeat_penalty",
-        "presence_penalty",
-        "frequency_penalty",
-        "stop",
-    ]
-)
 
 
 def _think(args: Any) -> bool | str | None:
@@ -135,16 +98,6 @@ def _result_value(outcome: Any, output: OutputFormat | None, as_dataframe: bool)
         ) from None
     data = plain_data(outcome.value)
     return pd.DataFrame(data if isinstance(data, list) else [data])
-
-
-def _key_values(pairs: list[str], what: str) -> dict[str, Any]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"{what} takes KEY=VALUE, got {pair!r}")
-        out[key.strip()] = _value(value.strip())
-    return out
 
 
 @magics_class
@@ -328,7 +281,7 @@ class OllamaMagics(Magics):
         """
         args = _parse(self.ollama_cell, line)
         if args.help:
-            print(_dedent(self.ollama_cell.__doc__ or ""))
+            print(inspect.cleandoc(self.ollama_cell.__doc__ or ""))
             return
         _check_arguments(args, cell)
         namespace = self.shell.user_ns
@@ -419,7 +372,7 @@ class OllamaMagics(Magics):
             "num_ctx": args.ctx,
         }
         options.update({key: value for key, value in flags.items() if value is not None})
-        options.update(_key_values(args.option, "--option"))
+        options.update(key_values(args.option, "--option"))
         return options
 
     def _tools(self, names: str | None) -> Toolbox | None:
@@ -480,197 +433,12 @@ class OllamaMagics(Magics):
         except ValueError as exc:
             raise UsageError(f"{exc} in: {line}") from None
         if not words:
-            return self._help()
+            return admin.help(self, [])
         command, rest = words[0], words[1:]
-        handlers: dict[str, Callable[[list[str]], Any]] = {
-            "models": self._models,
-            "list": self._models,
-            "ps": self._ps,
-            "show": self._show,
-            "pull": self._pull,
-            "status": self._status,
-            "config": self._config,
-            "history": self._history,
-            "reset": self._reset,
-            "chat": self._chat,
-            "traceback": self._traceback,
-            "tb": self._traceback,
-            "help": lambda _: self._help(),
-        }
-        if command not in handlers:
-            raise UsageError(
-                f"Unknown %ollama command {command!r}. Commands: "
-                + ", ".join(sorted(set(handlers) - {"list", "tb"}))
-                + "."
-            )
-        return handlers[command](rest)
-
-    def _help(self) -> None:
-        text = (self.ollama_line.__doc__ or "") + "\n%%ollama\n" + (self.ollama_cell.__doc__ or "")
-        print(_dedent(text))
-
-    def _models(self, rest: list[str]) -> None:
-        _no_arguments("models", rest)
-        client = self.client()
-        models = client.list()
-        if not models:
-            print(f"No local models on {client.host}. Download one: %ollama pull llama3.2")
-            return
-        rows = [
-            [m.name, _size(m.size), m.parameter_size, m.quantization_level, m.modified_at[:10]]
-            for m in models
-        ]
-        _table(["name", "size", "parameters", "quantization", "modified"], rows)
-
-    def _ps(self, rest: list[str]) -> None:
-        _no_arguments("ps", rest)
-        client = self.client()
-        running = client.ps()
-        if not running:
-            print(f"No model is loaded on {client.host}.")
-            return
-        rows = [
-            [
-                m.name,
-                _size(m.size),
-                _size(m.size_vram),
-                str(m.context_length or ""),
-                m.expires_at[:19],
-            ]
-            for m in running
-        ]
-        _table(["name", "size", "in GPU memory", "context", "unloads at"], rows)
-
-    def _show(self, rest: list[str]) -> None:
-        if len(rest) != 1:
-            raise UsageError("Usage: %ollama show MODEL")
-        info = self.client().show(rest[0])
-        details = info.get("details") or {}
-        lines = [
-            f"# {rest[0]}",
-            "",
-            f"**Capabilities:** {', '.join(info.get('capabilities') or []) or 'unknown'}",
-            "",
-            f"**Family:** {details.get('family', '?')} · **parameters:** "
-            f"{details.get('parameter_size', '?')} · **quantization:** "
-            f"{details.get('quantization_level', '?')}",
-        ]
-        if info.get("parameters"):
-            lines += ["", "**Parameters**", "", "```", info["parameters"].strip(), "```"]
-        if info.get("template"):
-            lines += ["", "**Template**", "", "```", info["template"].strip(), "```"]
-        text = "\n".join(lines)
-        display({"text/html": render_markdown(text), "text/plain": text}, raw=True)
-
-    def _pull(self, rest: list[str]) -> None:
-        if len(rest) != 1:
-            raise UsageError("Usage: %ollama pull MODEL")
-        model = rest[0]
-        progress = _PullProgress(model, in_kernel=self._rich_output(), fps=self.fps)
-        try:
-            for line in self.client().pull(model):
-                progress.update(line)
-        except (KeyboardInterrupt, OllamaError):
-            progress.close(failed=True)
-            raise
-        progress.close()
-
-    def _status(self, rest: list[str]) -> None:
-        _no_arguments("status", rest)
-        client = self.client()
-        lines = [f"host: {client.host}"]
-        if not client.is_running():
-            lines.append("server: not reachable. Start it with `ollama serve`, or set OLLAMA_HOST.")
-            print("\n".join(lines))
-            return
-        lines.append(f"server: running, version {client.version()}")
-        names = [m.name for m in client.list()]
-        loaded = [m.name for m in client.ps()]
-        model = self.model
-        if model:
-            full = model if ":" in model else f"{model}:latest"
-            present = full in names or model in names
-            lines.append(
-                f"model: {model} ({'present' if present else 'NOT pulled: %ollama pull ' + model}"
-                f"{', loaded' if full in loaded or model in loaded else ''})"
-            )
-        else:
-            newest = names[0] if names else "none: %ollama pull llama3.2"
-            lines.append(f"model: not set; the newest local model is used ({newest})")
-        lines.append(f"local models: {len(names)}; loaded now: {', '.join(loaded) or 'none'}")
-        print("\n".join(lines))
-
-    def _config(self, rest: list[str]) -> None:
-        traits = {"host", "model", "keep_alive", "fps", "timeout"}
-        for key, value in _key_values(rest, "%ollama config").items():
-            option = key.removeprefix("options.")
-            if key in traits:
-                try:
-                    setattr(self, key, value if key in ("fps", "timeout") else str(value))
-                except TraitError as exc:
-                    raise UsageError(f"{key}: {exc}") from None
-            elif option in OLLAMA_OPTIONS or key.startswith("options."):
-                # Ollama ignores options it does not know, so a typo would pass silently;
-                # "options.NAME=" sends one this list does not know on purpose.
-                self.options = {**self.options, option: value}
-            else:
-                close = difflib.get_close_matches(key, [*traits, *OLLAMA_OPTIONS], n=1)
-                suggestion = f" Did you mean {close[0]}?" if close else ""
-                raise UsageError(
-                    f"Unknown setting {key!r}.{suggestion} Settings: {', '.join(sorted(traits))};"
-                    " or an Ollama option (temperature, num_ctx, seed, …; options.NAME for others)."
-                )
-        client = self.client()
-        headers = {k: _mask(k, v) for k, v in client.headers.items()}
-        settings = {
-            "host": client.host,
-            "model": self.model or "(the newest local model)",
-            "options": self.options,
-            "keep_alive": self.keep_alive or "(server default, 5m)",
-            "fps": self.fps,
-            "timeout": self.timeout,
-            # Only what the user or OLLAMA_API_KEY added, not requests' own defaults.
-            "headers": {k: v for k, v in headers.items() if k.lower() not in _STANDARD_HEADERS},
-        }
-        width = max(map(len, settings))
-        print("\n".join(f"{key:<{width}}  {value}" for key, value in settings.items()))
-
-    def _session_arg(self, rest: list[str], command: str) -> str:
-        if not rest:
-            return DEFAULT_SESSION
-        if len(rest) == 2 and rest[0] == "--session":
-            return rest[1]
-        raise UsageError(f"Usage: %ollama {command} [--session NAME]")
-
-    def _history(self, rest: list[str]) -> None:
-        name = self._session_arg(rest, "history")
-        conversation = self.conversations[name]
-        if not len(conversation):
-            print(f"The conversation {name!r} is empty. Start one with %%ollama --chat.")
-            return
-        text = conversation.to_markdown()
-        display({"text/html": render_markdown(text), "text/plain": text}, raw=True)
-
-    def _reset(self, rest: list[str]) -> None:
-        name = self._session_arg(rest, "reset")
-        conversation = self.conversations[name]
-        count = len(conversation)
-        conversation.reset(keep_system=False)
-        print(f"Forgot {count} messages of the conversation {name!r}.")
-
-    def _chat(self, rest: list[str]) -> Any:
-        # Imported here: ipywidgets is needed only once a chat widget is opened.
-        from ollama_magic.widget import open_chat
-
-        return open_chat(self, rest)
-
-    def _traceback(self, rest: list[str]) -> None:
-        _no_arguments("traceback", rest)
-        error = getattr(sys, "last_value", None)
-        if error is None:
-            print("No error yet.")
-            return
-        print("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        if command not in admin.COMMANDS:
+            names = sorted(set(admin.COMMANDS) - {"list", "tb"})
+            raise UsageError(f"Unknown %ollama command {command!r}. Commands: {', '.join(names)}.")
+        return admin.COMMANDS[command](self, rest)
 
 
 class _RecordingView:
@@ -705,59 +473,6 @@ class _RecordingView:
         self.inner.finish(outcome)
 
 
-class _PullProgress:
-    """A progress bar for ``%ollama pull``, updated in place (plain lines in a terminal)."""
-
-    def __init__(self, model: str, *, in_kernel: bool, fps: float) -> None:
-        self.model = model
-        self.in_kernel = in_kernel
-        self.interval = 1.0 / fps if fps > 0 else 0.0
-        self.last = float("-inf")
-        self.status = "starting"
-        self.fraction: float | None = None
-        self.handle: Any = None
-        self.last_status = ""
-
-    def update(self, line: Any) -> None:
-        self.status = line.status
-        if line.fraction is not None:
-            self.fraction = line.fraction
-        now = time.monotonic()
-        if line.status == self.last_status and now - self.last < self.interval:
-            return
-        self.last, self.last_status = now, line.status
-        self._paint()
-
-    def close(self, *, failed: bool = False) -> None:
-        if failed:
-            self.status = f"{self.status} (stopped)"
-        self._paint()
-        if not self.in_kernel:
-            sys.stdout.write("\n")
-
-    def _paint(self) -> None:
-        percent = f"{self.fraction * 100:5.1f}%" if self.fraction is not None else ""
-        text = f"pull {self.model}: {self.status} {percent}".rstrip()
-        if not self.in_kernel:
-            sys.stdout.write("\r" + text.ljust(70))
-            sys.stdout.flush()
-            return
-        value = int((self.fraction or 0) * 1000)
-        html = (
-            f"<div><code>{escape(self.model)}</code> {escape(self.status)} "
-            f'<progress value="{value}" max="1000" style="width: 16em; vertical-align: middle">'
-            f"</progress> {percent}</div>"
-        )
-        bundle = {"text/html": html, "text/plain": text}
-        if self.handle is None:
-            self.handle = display(bundle, raw=True, display_id=True)
-        else:
-            self.handle.update(bundle, raw=True)
-
-
-_STANDARD_HEADERS = {"content-type", "accept", "accept-encoding", "connection", "user-agent"}
-
-
 def _parse(magic: Any, line: str) -> Any:
     """Parse a magic's line with shell quoting (IPython's ``parse_argstring`` keeps quotes)."""
     try:
@@ -765,45 +480,3 @@ def _parse(magic: Any, line: str) -> Any:
     except ValueError as exc:
         raise UsageError(f"{exc} in: {line}") from None
     return magic.parser.parse_args(words)
-
-
-def _no_arguments(command: str, rest: list[str]) -> None:
-    if rest:
-        raise UsageError(f"%ollama {command} takes no arguments")
-
-
-def _size(size: int) -> str:
-    if not size:
-        return ""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return ""
-
-
-def _mask(key: str, value: str) -> str:
-    if key.lower() in ("authorization", "x-api-key", "api-key") and len(value) > 4:
-        return value[:7] + "…" + value[-2:] if value.lower().startswith("bearer ") else "****"
-    return value
-
-
-def _table(header: list[str], rows: list[list[str]]) -> None:
-    """Show a table as HTML with a text fallback."""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    text = "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-        for row in [header, *rows]
-    )
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    html = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    display({"text/html": html, "text/plain": text}, raw=True)
-
-
-def _dedent(text: str) -> str:
-    import inspect
-
-    return inspect.cleandoc(text)

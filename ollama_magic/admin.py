@@ -1,0 +1,361 @@
+"""The ``%ollama`` subcommands: models, ps, show, pull, status, config, history, reset, …
+
+Each takes the magics (for the client, the settings and the conversations) and the words after
+the subcommand.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.display import display
+from traitlets import TraitError
+
+from ollama_magic.conversation import DEFAULT_SESSION
+from ollama_magic.errors import OllamaError
+from ollama_magic.markdown import render_markdown
+from ollama_magic.render import escape
+
+if TYPE_CHECKING:
+    from ollama_magic.magics import OllamaMagics
+
+__all__ = ["COMMANDS", "OLLAMA_OPTIONS", "key_values"]
+
+
+def _value(text: str) -> Any:
+    """A command-line value: JSON when it parses (numbers, lists, true), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def key_values(pairs: list[str], what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` words as a dict (VALUE parsed as JSON when it parses)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{what} takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+#: The options Ollama's server accepts (api/types.go); it silently ignores any other.
+OLLAMA_OPTIONS = frozenset(
+    [
+        "num_ctx",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "use_mmap",
+        "num_thread",
+        "draft_num_predict",
+        "num_keep",
+        "seed",
+        "num_predict",
+        "top_k",
+        "top_p",
+        "min_p",
+        "typical_p",
+        "repeat_last_n",
+        "temperature",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "stop",
+    ]
+)
+
+
+_STANDARD_HEADERS = {"content-type", "accept", "accept-encoding", "connection", "user-agent"}
+
+
+def help(magics: OllamaMagics, rest: list[str]) -> None:
+    text = (magics.ollama_line.__doc__ or "") + "\n%%ollama\n" + (magics.ollama_cell.__doc__ or "")
+    print(inspect.cleandoc(text))
+
+
+def models(magics: OllamaMagics, rest: list[str]) -> None:
+    _no_arguments("models", rest)
+    client = magics.client()
+    models = client.list()
+    if not models:
+        print(f"No local models on {client.host}. Download one: %ollama pull llama3.2")
+        return
+    rows = [
+        [m.name, _size(m.size), m.parameter_size, m.quantization_level, m.modified_at[:10]]
+        for m in models
+    ]
+    _table(["name", "size", "parameters", "quantization", "modified"], rows)
+
+
+def ps(magics: OllamaMagics, rest: list[str]) -> None:
+    _no_arguments("ps", rest)
+    client = magics.client()
+    running = client.ps()
+    if not running:
+        print(f"No model is loaded on {client.host}.")
+        return
+    rows = [
+        [
+            m.name,
+            _size(m.size),
+            _size(m.size_vram),
+            str(m.context_length or ""),
+            m.expires_at[:19],
+        ]
+        for m in running
+    ]
+    _table(["name", "size", "in GPU memory", "context", "unloads at"], rows)
+
+
+def show(magics: OllamaMagics, rest: list[str]) -> None:
+    if len(rest) != 1:
+        raise UsageError("Usage: %ollama show MODEL")
+    info = magics.client().show(rest[0])
+    details = info.get("details") or {}
+    lines = [
+        f"# {rest[0]}",
+        "",
+        f"**Capabilities:** {', '.join(info.get('capabilities') or []) or 'unknown'}",
+        "",
+        f"**Family:** {details.get('family', '?')} · **parameters:** "
+        f"{details.get('parameter_size', '?')} · **quantization:** "
+        f"{details.get('quantization_level', '?')}",
+    ]
+    if info.get("parameters"):
+        lines += ["", "**Parameters**", "", "```", info["parameters"].strip(), "```"]
+    if info.get("template"):
+        lines += ["", "**Template**", "", "```", info["template"].strip(), "```"]
+    text = "\n".join(lines)
+    display({"text/html": render_markdown(text), "text/plain": text}, raw=True)
+
+
+def pull(magics: OllamaMagics, rest: list[str]) -> None:
+    if len(rest) != 1:
+        raise UsageError("Usage: %ollama pull MODEL")
+    model = rest[0]
+    progress = _PullProgress(model, in_kernel=magics._rich_output(), fps=magics.fps)
+    try:
+        for line in magics.client().pull(model):
+            progress.update(line)
+    except (KeyboardInterrupt, OllamaError):
+        progress.close(failed=True)
+        raise
+    progress.close()
+
+
+def status(magics: OllamaMagics, rest: list[str]) -> None:
+    _no_arguments("status", rest)
+    client = magics.client()
+    lines = [f"host: {client.host}"]
+    if not client.is_running():
+        lines.append("server: not reachable. Start it with `ollama serve`, or set OLLAMA_HOST.")
+        print("\n".join(lines))
+        return
+    lines.append(f"server: running, version {client.version()}")
+    names = [m.name for m in client.list()]
+    loaded = [m.name for m in client.ps()]
+    model = magics.model
+    if model:
+        full = model if ":" in model else f"{model}:latest"
+        present = full in names or model in names
+        lines.append(
+            f"model: {model} ({'present' if present else 'NOT pulled: %ollama pull ' + model}"
+            f"{', loaded' if full in loaded or model in loaded else ''})"
+        )
+    else:
+        newest = names[0] if names else "none: %ollama pull llama3.2"
+        lines.append(f"model: not set; the newest local model is used ({newest})")
+    lines.append(f"local models: {len(names)}; loaded now: {', '.join(loaded) or 'none'}")
+    print("\n".join(lines))
+
+
+def config(magics: OllamaMagics, rest: list[str]) -> None:
+    traits = {"host", "model", "keep_alive", "fps", "timeout"}
+    for key, value in key_values(rest, "%ollama config").items():
+        option = key.removeprefix("options.")
+        if key in traits:
+            try:
+                setattr(magics, key, value if key in ("fps", "timeout") else str(value))
+            except TraitError as exc:
+                raise UsageError(f"{key}: {exc}") from None
+        elif option in OLLAMA_OPTIONS or key.startswith("options."):
+            # Ollama ignores options it does not know, so a typo would pass silently;
+            # "options.NAME=" sends one this list does not know on purpose.
+            magics.options = {**magics.options, option: value}
+        else:
+            close = difflib.get_close_matches(key, [*traits, *OLLAMA_OPTIONS], n=1)
+            suggestion = f" Did you mean {close[0]}?" if close else ""
+            raise UsageError(
+                f"Unknown setting {key!r}.{suggestion} Settings: {', '.join(sorted(traits))};"
+                " or an Ollama option (temperature, num_ctx, seed, …; options.NAME for others)."
+            )
+    client = magics.client()
+    headers = {k: _mask(k, v) for k, v in client.headers.items()}
+    settings = {
+        "host": client.host,
+        "model": magics.model or "(the newest local model)",
+        "options": magics.options,
+        "keep_alive": magics.keep_alive or "(server default, 5m)",
+        "fps": magics.fps,
+        "timeout": magics.timeout,
+        # Only what the user or OLLAMA_API_KEY added, not requests' own defaults.
+        "headers": {k: v for k, v in headers.items() if k.lower() not in _STANDARD_HEADERS},
+    }
+    width = max(map(len, settings))
+    print("\n".join(f"{key:<{width}}  {value}" for key, value in settings.items()))
+
+
+def _session_arg(rest: list[str], command: str) -> str:
+    if not rest:
+        return DEFAULT_SESSION
+    if len(rest) == 2 and rest[0] == "--session":
+        return rest[1]
+    raise UsageError(f"Usage: %ollama {command} [--session NAME]")
+
+
+def history(magics: OllamaMagics, rest: list[str]) -> None:
+    name = _session_arg(rest, "history")
+    conversation = magics.conversations[name]
+    if not len(conversation):
+        print(f"The conversation {name!r} is empty. Start one with %%ollama --chat.")
+        return
+    text = conversation.to_markdown()
+    display({"text/html": render_markdown(text), "text/plain": text}, raw=True)
+
+
+def reset(magics: OllamaMagics, rest: list[str]) -> None:
+    name = _session_arg(rest, "reset")
+    conversation = magics.conversations[name]
+    count = len(conversation)
+    conversation.reset(keep_system=False)
+    print(f"Forgot {count} messages of the conversation {name!r}.")
+
+
+def chat(magics: OllamaMagics, rest: list[str]) -> Any:
+    # Imported here: ipywidgets is needed only once a chat widget is opened.
+    from ollama_magic.widget import open_chat
+
+    return open_chat(magics, rest)
+
+
+def traceback_command(magics: OllamaMagics, rest: list[str]) -> None:
+    _no_arguments("traceback", rest)
+    error = getattr(sys, "last_value", None)
+    if error is None:
+        print("No error yet.")
+        return
+    print("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+
+
+class _PullProgress:
+    """A progress bar for ``%ollama pull``, updated in place (plain lines in a terminal)."""
+
+    def __init__(self, model: str, *, in_kernel: bool, fps: float) -> None:
+        self.model = model
+        self.in_kernel = in_kernel
+        self.interval = 1.0 / fps if fps > 0 else 0.0
+        self.last = float("-inf")
+        self.status = "starting"
+        self.fraction: float | None = None
+        self.handle: Any = None
+        self.last_status = ""
+
+    def update(self, line: Any) -> None:
+        self.status = line.status
+        if line.fraction is not None:
+            self.fraction = line.fraction
+        now = time.monotonic()
+        if line.status == self.last_status and now - self.last < self.interval:
+            return
+        self.last, self.last_status = now, line.status
+        self._paint()
+
+    def close(self, *, failed: bool = False) -> None:
+        if failed:
+            self.status = f"{self.status} (stopped)"
+        self._paint()
+        if not self.in_kernel:
+            sys.stdout.write("\n")
+
+    def _paint(self) -> None:
+        percent = f"{self.fraction * 100:5.1f}%" if self.fraction is not None else ""
+        text = f"pull {self.model}: {self.status} {percent}".rstrip()
+        if not self.in_kernel:
+            sys.stdout.write("\r" + text.ljust(70))
+            sys.stdout.flush()
+            return
+        value = int((self.fraction or 0) * 1000)
+        html = (
+            f"<div><code>{escape(self.model)}</code> {escape(self.status)} "
+            f'<progress value="{value}" max="1000" style="width: 16em; vertical-align: middle">'
+            f"</progress> {percent}</div>"
+        )
+        bundle = {"text/html": html, "text/plain": text}
+        if self.handle is None:
+            self.handle = display(bundle, raw=True, display_id=True)
+        else:
+            self.handle.update(bundle, raw=True)
+
+
+def _no_arguments(command: str, rest: list[str]) -> None:
+    if rest:
+        raise UsageError(f"%ollama {command} takes no arguments")
+
+
+def _size(size: int) -> str:
+    if not size:
+        return ""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
+def _mask(key: str, value: str) -> str:
+    if key.lower() in ("authorization", "x-api-key", "api-key") and len(value) > 4:
+        return value[:7] + "…" + value[-2:] if value.lower().startswith("bearer ") else "****"
+    return value
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    """Show a table as HTML with a text fallback."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    text = "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in [header, *rows]
+    )
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    html = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    display({"text/html": html, "text/plain": text}, raw=True)
+
+
+COMMANDS: dict[str, Callable[[OllamaMagics, list[str]], Any]] = {
+    "models": models,
+    "list": models,
+    "ps": ps,
+    "show": show,
+    "pull": pull,
+    "status": status,
+    "config": config,
+    "history": history,
+    "reset": reset,
+    "chat": chat,
+    "traceback": traceback_command,
+    "tb": traceback_command,
+    "help": help,
+}
