@@ -79,12 +79,14 @@ OLLAMA_OPTIONS = frozenset(
 _STANDARD_HEADERS = {"content-type", "accept", "accept-encoding", "connection", "user-agent"}
 
 
-def help(magics: OllamaMagics, rest: list[str]) -> None:
+def help_command(magics: OllamaMagics, rest: list[str]) -> None:
+    """``%ollama help``: the usage of both magics."""
     text = (magics.ollama_line.__doc__ or "") + "\n%%ollama\n" + (magics.ollama_cell.__doc__ or "")
     print(inspect.cleandoc(text))
 
 
 def models(magics: OllamaMagics, rest: list[str]) -> None:
+    """``%ollama models``: local models as a table."""
     _no_arguments("models", rest)
     client = magics.client()
     models = client.list()
@@ -99,6 +101,7 @@ def models(magics: OllamaMagics, rest: list[str]) -> None:
 
 
 def ps(magics: OllamaMagics, rest: list[str]) -> None:
+    """``%ollama ps``: models loaded in memory now."""
     _no_arguments("ps", rest)
     client = magics.client()
     running = client.ps()
@@ -119,6 +122,7 @@ def ps(magics: OllamaMagics, rest: list[str]) -> None:
 
 
 def show(magics: OllamaMagics, rest: list[str]) -> None:
+    """``%ollama show MODEL``: capabilities, details, parameters and template."""
     if len(rest) != 1:
         raise UsageError("Usage: %ollama show MODEL")
     info = magics.client().show(rest[0])
@@ -141,6 +145,7 @@ def show(magics: OllamaMagics, rest: list[str]) -> None:
 
 
 def pull(magics: OllamaMagics, rest: list[str]) -> None:
+    """``%ollama pull MODEL``: download with a progress bar updated in place."""
     if len(rest) != 1:
         raise UsageError("Usage: %ollama pull MODEL")
     model = rest[0]
@@ -155,6 +160,7 @@ def pull(magics: OllamaMagics, rest: list[str]) -> None:
 
 
 def status(magics: OllamaMagics, rest: list[str]) -> None:
+    """``%ollama status``: is the server there, its version, is the model ready."""
     _no_arguments("status", rest)
     client = magics.client()
     lines = [f"host: {client.host}"]
@@ -181,6 +187,7 @@ def status(magics: OllamaMagics, rest: list[str]) -> None:
 
 
 def config(magics: OllamaMagics, rest: list[str]) -> None:
+    """``%ollama config [KEY=VALUE ...]``: change settings, then show them all."""
     traits = {"host", "model", "keep_alive", "fps", "timeout"}
     for key, value in key_values(rest, "%ollama config").items():
         option = key.removeprefix("options.")
@@ -225,6 +232,7 @@ def _session_arg(rest: list[str], command: str) -> str:
 
 
 def history(magics: OllamaMagics, rest: list[str]) -> None:
+    """``%ollama history [--session NAME]``: the conversation as markdown."""
     name = _session_arg(rest, "history")
     conversation = magics.conversations[name]
     if not len(conversation):
@@ -235,6 +243,7 @@ def history(magics: OllamaMagics, rest: list[str]) -> None:
 
 
 def reset(magics: OllamaMagics, rest: list[str]) -> None:
+    """``%ollama reset [--session NAME]``: forget the conversation."""
     name = _session_arg(rest, "reset")
     conversation = magics.conversations[name]
     count = len(conversation)
@@ -243,6 +252,7 @@ def reset(magics: OllamaMagics, rest: list[str]) -> None:
 
 
 def chat(magics: OllamaMagics, rest: list[str]) -> Any:
+    """``%ollama chat [MODEL] [--session NAME]``: a chat widget on a conversation."""
     # Imported here: ipywidgets is needed only once a chat widget is opened.
     from ollama_magic.widget import open_chat
 
@@ -250,6 +260,7 @@ def chat(magics: OllamaMagics, rest: list[str]) -> Any:
 
 
 def traceback_command(magics: OllamaMagics, rest: list[str]) -> None:
+    """``%ollama traceback``: the full traceback of the last error."""
     _no_arguments("traceback", rest)
     error = getattr(sys, "last_value", None)
     if error is None:
@@ -357,5 +368,5 @@ COMMANDS: dict[str, Callable[[OllamaMagics, list[str]], Any]] = {
     "chat": chat,
     "traceback": traceback_command,
     "tb": traceback_command,
-    "help": help,
+    "help": help_command,
 }

@@ -433,7 +433,7 @@ class OllamaMagics(Magics):
         except ValueError as exc:
             raise UsageError(f"{exc} in: {line}") from None
         if not words:
-            return admin.help(self, [])
+            return admin.help_command(self, [])
         command, rest = words[0], words[1:]
         if command not in admin.COMMANDS:
             names = sorted(set(admin.COMMANDS) - {"list", "tb"})
