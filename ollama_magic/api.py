@@ -12,6 +12,7 @@ City(name='Tokyo', country='Japan')
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -79,14 +80,16 @@ def ask(
         options=dict(options) if options else None,
         think=think,
     )
-    outcome = _ask(
-        client,
-        request,
-        QuietView(),
-        conversation,
-        output=output,
-        retries=retries,
-        tools=toolbox,
-        max_tool_rounds=max_tool_rounds,
-    )
+    turn = conversation.turn() if conversation is not None else contextlib.nullcontext()
+    with turn:
+        outcome = _ask(
+            client,
+            request,
+            QuietView(),
+            conversation,
+            output=output,
+            retries=retries,
+            tools=toolbox,
+            max_tool_rounds=max_tool_rounds,
+        )
     return outcome.value if output is not None else outcome.text

@@ -9,13 +9,22 @@ changes take a lock and readers get copies.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["DEFAULT_SESSION", "Conversation", "Conversations"]
+from ollama_magic.errors import OllamaError
+
+__all__ = ["DEFAULT_SESSION", "Conversation", "ConversationBusy", "Conversations"]
 
 DEFAULT_SESSION = "default"
+_log = logging.getLogger(__name__)
+
+
+class ConversationBusy(OllamaError):
+    """Another turn is running on the conversation (a widget streaming, say)."""
 
 
 class Conversation:
@@ -31,6 +40,7 @@ class Conversation:
         self.model: str | None = None
         self._messages: list[dict[str, Any]] = []
         self._lock = threading.RLock()
+        self._turn = threading.Lock()  # a plain Lock: the turn may end on another thread
         self.changed: list[Any] = []
         """Callbacks ``f(conversation)`` run after every change (the widget redraws on them)."""
         if system:
@@ -62,11 +72,15 @@ class Conversation:
     @system.setter
     def system(self, text: str | None) -> None:
         with self._lock:
-            if self._messages and self._messages[0].get("role") == "system":
-                del self._messages[0]
-            if text:
-                self._messages.insert(0, {"role": "system", "content": text})
+            self._set_system(text)
         self._notify()
+
+    def _set_system(self, text: str | None) -> None:
+        """Replace the system message (the caller holds the lock)."""
+        if self._messages and self._messages[0].get("role") == "system":
+            del self._messages[0]
+        if text:
+            self._messages.insert(0, {"role": "system", "content": text})
 
     def append(self, message: dict[str, Any]) -> None:
         """Add a message (``role`` and ``content`` at least)."""
@@ -86,7 +100,7 @@ class Conversation:
         """
         with self._lock:
             if system is not None:
-                self.system = system
+                self._set_system(system)
             self._messages.extend(dict(m) for m in messages)
             if model:
                 self.model = model
@@ -129,8 +143,46 @@ class Conversation:
         return "\n\n---\n\n".join(parts)
 
     def _notify(self) -> None:
+        """Tell the listeners; never while holding the lock (a listener may take its own),
+        and one failing listener neither stops the others nor fails the change."""
         for callback in list(self.changed):
-            callback(self)
+            try:
+                callback(self)
+            except Exception:
+                _log.exception("a conversation listener failed")
+
+    # -- one turn at a time ------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Whether a turn (a cell or a widget asking) is running on this conversation."""
+        return self._turn.locked()
+
+    def begin_turn(self) -> None:
+        """Claim the conversation for a turn, or raise :class:`ConversationBusy` at once.
+
+        Two turns at the same time would each answer without seeing the other; a cell and a
+        chat widget on one session must take turns. Any thread may call :meth:`end_turn`.
+        """
+        if not self._turn.acquire(blocking=False):
+            raise ConversationBusy(
+                f"The conversation {self.name!r} is busy with another answer.",
+                hint="Wait for it to finish, or stop it (the widget's Stop button).",
+            )
+
+    def end_turn(self) -> None:
+        """Release the conversation after :meth:`begin_turn`."""
+        with contextlib.suppress(RuntimeError):  # not claimed: nothing to release
+            self._turn.release()
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[Conversation]:
+        """``with conversation.turn():`` — :meth:`begin_turn` … :meth:`end_turn`."""
+        self.begin_turn()
+        try:
+            yield self
+        finally:
+            self.end_turn()
 
 
 class Conversations:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import shlex
@@ -307,17 +308,19 @@ class OllamaMagics(Magics):
         view = _RecordingView(self._view(args, notes, structured=output is not None))
         if images and isinstance(view.inner, NotebookView):
             display({"text/html": thumbnails_html(images, args.image), "text/plain": ""}, raw=True)
+        turn = conversation.turn() if conversation is not None else contextlib.nullcontext()
         try:
-            outcome = ask(
-                client,
-                request,
-                view,
-                conversation,
-                output=output,
-                retries=args.retries,
-                tools=tools,
-                max_tool_rounds=args.max_tool_rounds,
-            )
+            with turn:
+                outcome = ask(
+                    client,
+                    request,
+                    view,
+                    conversation,
+                    output=output,
+                    retries=args.retries,
+                    tools=tools,
+                    max_tool_rounds=args.max_tool_rounds,
+                )
         except ModelOutputError as error:
             namespace["_ollama_raw"] = error.raw
             error.hint = "The raw answer is in _ollama_raw; --retries N asks again, saying why."

@@ -232,11 +232,6 @@ class TextView:
             f"\n[{'error in' if failed else 'tool'} {call.name}({arguments}) -> {result}]\n"
         )
 
-    def _finish_thinking(self) -> None:
-        if self._thinking.length and not self._thinking_folded:
-            self._thinking.finish(wrap=_thinking_done(self._thinking.text))
-            self._thinking_folded = True
-
     def retry(self, error: OllamaError, attempt: int, retries: int) -> None:
         self.out.write(f"\n[{error.message} Asking again ({attempt}/{retries}).]\n")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from _util import wait_until
 
 from ollama_magic import Client
-from ollama_magic.conversation import Conversation
+from ollama_magic.conversation import Conversation, ConversationBusy
 from ollama_magic.core import Request, StopSignal, ask
 from ollama_magic.testing import Fault, Reply
 
@@ -56,3 +57,66 @@ def test_a_stop_before_the_stream_starts_stops_it_at_once(fake_ollama):
     request = Request("generate", {"model": "llama3.2", "prompt": "hi", "stream": True})
     outcome = ask(Client(fake_ollama.url), request, Collect(), stop=stop)
     assert outcome.stopped and outcome.result is None
+
+
+def test_one_turn_at_a_time_on_a_conversation(ipython, fake_ollama):
+    magics = ipython.magics_manager.registry["OllamaMagics"]
+    conversation = magics.conversations["default"]
+    conversation.begin_turn()  # as a chat widget streaming on it does
+    try:
+        with pytest.raises(ConversationBusy, match="busy with another answer"):
+            ipython.run_cell_magic("ollama", "llama3.2 --chat -q", "hi")
+        assert fake_ollama.last_request("/api/chat") is None
+    finally:
+        conversation.end_turn()
+    ipython.run_cell_magic("ollama", "llama3.2 --chat -q", "hi")
+    assert len(conversation) == 2 and not conversation.busy
+
+
+def test_a_failing_listener_does_not_fail_the_turn(fake_ollama, caplog):
+    conversation = Conversation()
+    conversation.changed.append(lambda c: 1 / 0)
+    seen = []
+    conversation.changed.append(lambda c: seen.append(len(c)))
+    request = Request(
+        "chat", {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    outcome = ask(Client(fake_ollama.url), request, Collect(), conversation)
+    assert outcome.result is not None and len(conversation) == 2
+    assert seen == [2], "the other listeners still hear of the change"
+    assert "a conversation listener failed" in caplog.text
+
+
+def test_recording_a_system_prompt_notifies_outside_the_lock():
+    # A listener (a widget) takes its own lock; another thread holding that lock reads the
+    # conversation. Notifying while the conversation is locked would deadlock the two.
+    conversation = Conversation()
+    widget_lock = threading.Lock()
+    holding, listening = threading.Event(), threading.Event()
+
+    def listener(c):
+        listening.set()
+        with widget_lock:
+            pass
+
+    def widget_thread():
+        with widget_lock:
+            holding.set()
+            listening.wait(5)
+            _ = conversation.messages  # needs the conversation's lock
+
+    conversation.changed.append(listener)
+    reader = threading.Thread(target=widget_thread, daemon=True)
+    reader.start()
+    holding.wait(5)
+    writer = threading.Thread(
+        target=conversation.record,
+        args=([{"role": "user", "content": "q"}],),
+        kwargs={"system": "Be brief."},
+        daemon=True,
+    )
+    writer.start()
+    writer.join(5)
+    reader.join(5)
+    assert not writer.is_alive() and not reader.is_alive(), "deadlock"
+    assert conversation.system == "Be brief." and len(conversation) == 2
