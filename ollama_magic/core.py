@@ -50,11 +50,8 @@ class Request:
 
     @property
     def model(self) -> str:
+        """The model the request names."""
         return str(self.body.get("model", ""))
-
-    @property
-    def stream(self) -> bool:
-        return bool(self.body.get("stream", True))
 
     def describe(self) -> dict[str, Any]:
         """The request as data, for ``--dry-run``: host, path and body, images abbreviated."""
@@ -121,10 +118,6 @@ class Outcome:
     """Each tool call run: (call, the text sent back, whether it failed)."""
     started: bool = False
     """Whether the server began to answer (so the view has something to finish)."""
-
-    @property
-    def complete(self) -> bool:
-        return self.result is not None
 
 
 _EMBEDDING_FAMILIES = {"bert", "nomic-bert", "jina-bert", "xlm-roberta"}
