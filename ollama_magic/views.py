@@ -14,7 +14,7 @@ from ollama_magic.render import DisplaySink, IPythonSink, LiveMarkdown, escape
 from ollama_magic.structured import plain_data
 from ollama_magic.types import ToolCall
 
-__all__ = ["NotebookView", "QuietView", "TextView", "value_html"]
+__all__ = ["NotebookView", "QuietView", "TextView", "tool_call_html", "value_html"]
 
 # Muted like JupyterLab's secondary text, with a fallback colour for other frontends.
 _MUTED = "color: var(--jp-ui-font-color2, #6e6e6e); font-size: 0.85em"
@@ -107,13 +107,8 @@ class NotebookView:
         self._close_segments()
         arguments = ", ".join(f"{k}={v!r}" for k, v in call.arguments.items())
         short = result if len(result) <= 80 else result[:77] + "…"
-        mark = "⚠" if failed else "🔧"
-        html = (
-            f'<details class="ollama-magic-tool" style="{_MUTED}"><summary>{mark} '
-            f"<code>{escape(call.name)}({escape(arguments)})</code> → {escape(short)}</summary>"
-            f'<pre style="white-space: pre-wrap">{escape(result)}</pre></details>'
-        )
-        text = f"[{mark} {call.name}({arguments}) -> {short}]\n"
+        html = tool_call_html(call.name, call.arguments, result, failed)
+        text = f"[{'⚠' if failed else '🔧'} {call.name}({arguments}) -> {short}]\n"
         self._sink.display({"text/html": html, "text/plain": text}, {})
 
     def _finish_thinking(self) -> None:
@@ -161,6 +156,22 @@ class NotebookView:
         if self._structured and outcome.error is None and outcome.result is not None:
             body = value_html(outcome.value)
         self._answer.finish(footer, metadata, body_html=body, footer_text=footer_text)
+
+
+def tool_call_html(
+    name: str, arguments: dict[str, Any], result: str | None = None, failed: bool = False
+) -> str:
+    """A tool call as one muted line; its result, when known, folded beneath it."""
+    args = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+    head = f"{'⚠' if failed else '🔧'} <code>{escape(name)}({escape(args)})</code>"
+    if result is None:
+        return f'<div class="ollama-magic-tool" style="{_MUTED}">{head}</div>'
+    short = result if len(result) <= 80 else result[:77] + "…"
+    return (
+        f'<details class="ollama-magic-tool" style="{_MUTED}"><summary>{head} → '
+        f"{escape(short)}</summary>"
+        f'<pre style="white-space: pre-wrap">{escape(result)}</pre></details>'
+    )
 
 
 def value_html(value: Any) -> str:
