@@ -20,9 +20,9 @@ from _util import wait_until
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from ollama_magic.conversation import Conversation
+from ollama_magic.conversation import Conversation, ConversationBusy
 from ollama_magic.testing import Fault, Reply
-from ollama_magic.widget import ChatWidget, _LiveAnswer, open_chat
+from ollama_magic.widget import ChatWidget, _BubbleView, _close_tree, open_chat
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -31,6 +31,13 @@ PNG = base64.b64decode(
 
 def chat_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("ollama-chat")]
+
+
+def live_widgets() -> set[str]:
+    """The ids of all widgets with a comm open (each is a model in the frontend)."""
+    from ipywidgets.widgets import widget
+
+    return set(widget._instances)
 
 
 @pytest.fixture
@@ -115,38 +122,47 @@ def test_an_answer_streams_into_the_last_message_and_renders_as_markdown(open_wi
     ]
 
 
-def test_frames_are_throttled_and_finished_blocks_are_not_resent():
+def stream_into_bubble(text: str) -> tuple[_BubbleView, int, float]:
+    """Stream ``text`` into a live bubble at 50 tokens a second of a fake clock.
+
+    Returns the view, the bytes of HTML sent to the frontend, and the seconds it took.
+    """
     clock = [0.0]
-    bubble = w.VBox()
-    view = _LiveAnswer(bubble, fps=10, clock=lambda: clock[0], segment_bytes=2048)
+    view = _BubbleView(fps=10, clock=lambda: clock[0])
     sent = [0]
-
-    def count(change):
-        sent[0] += len(change["new"])
-
     watched: set[int] = set()
 
+    def count(change):
+        sent[0] += len(change["new"].encode())
+
     def watch(_=None):
-        for child in bubble.children:
+        for child in view.bubble.children:
             if id(child) not in watched:
                 watched.add(id(child))
+                sent[0] += len(child.value.encode())
                 child.observe(count, names="value")
 
-    bubble.observe(watch, names="children")
+    view.bubble.observe(watch, names="children")
     watch()
-    paragraph = "A sentence of a long answer that goes on for a while. " * 4 + "\n\n"
-    tokens = [paragraph[i : i + 4] for i in range(0, len(paragraph), 4)] * 100  # ~22 KB
-    for token in tokens:
-        clock[0] += 0.002  # 500 tokens per second
+    for token in (text[i : i + 8] for i in range(0, len(text), 8)):
+        clock[0] += 1 / 50
         view.content(token)
-    duration = clock[0]
+    return view, sent[0], clock[0]
+
+
+def test_one_long_code_block_streams_in_linear_bytes():
+    # One unfinished block is resent whole in each frame: frames must be spaced by its size.
+    code = "```python\n" + "".join(f"x_{i} = compute({i}, 'value')\n" for i in range(2000)) + "```"
+    assert len(code) > 50_000
+    view, sent, duration = stream_into_bubble(code)
+    shown = "".join(html_values(view.bubble))
+    assert "x_1900 = compute(1900" in shown, "the block is on screen as it grows"
     assert view.frames <= duration * 10 + 1, "at most 10 frames a second"
-    shown = "".join(html_values(bubble))
-    assert shown.count("<p>") >= 99, "everything but the unfinished tail is on screen"
-    answer_html = len(shown)
-    # Resending the whole answer every frame would cost frames * size / 2 on average.
-    resend_everything = view.frames * answer_html / 2  # the whole answer in every frame
-    assert sent[0] < resend_everything / 5, (sent[0], answer_html, view.frames)
+    assert sent < 60 * len(code), f"{sent} bytes for a {len(code)} byte answer"
+    half, half_sent, _ = stream_into_bubble(code[: len(code) // 2])
+    assert sent / half_sent < 2.6, "twice the block costs about twice the bytes"
+    for each in (view, half):
+        _close_tree(each.bubble)
 
 
 def test_stop_ends_a_slow_answer_at_once_and_keeps_the_partial_text(open_widget, fake_ollama):
@@ -161,6 +177,7 @@ def test_stop_ends_a_slow_answer_at_once_and_keeps_the_partial_text(open_widget,
     latency = time.monotonic() - started
     assert not worker.is_alive()
     assert latency < 0.3, f"Stop took {latency:.3f} s; the next token was 1.5 s away"
+    print(f"Stop latency: {latency * 1000:.1f} ms")
 
     last = chat.message_list.children[-1].value
     assert "one" in last and "two" not in last and "stopped" in last
@@ -189,6 +206,31 @@ def test_stop_before_the_first_word_gives_the_text_back(open_widget, fake_ollama
     assert "before the answer began" in status(chat)
 
 
+def test_stop_while_thinking_keeps_the_reasoning_shown_and_retry_asks_again(
+    open_widget, fake_ollama
+):
+    reasoning = "First I consider the question carefully, then I weigh every option."
+    fake_ollama.add_reply(
+        "ponder", Reply(text="Forty-two.", thinking=reasoning, fault=Fault(delay=0.4))
+    )
+    chat = open_widget("qwen3", think=True)
+    send(chat, "ponder this")
+    wait_until(lambda: "consider" in text_of(transcript(chat)))
+    chat.stop()
+    finish(chat)
+    shown = text_of(transcript(chat))
+    assert "First I consider" in shown, "the reasoning the user saw stays on screen"
+    assert "stopped while thinking" in shown and "ponder this" in shown
+    assert "thinking" in status(chat) and chat.messages == [], "but it is not a turn"
+
+    fake_ollama.add_reply("ponder", Reply(text="Forty-two.", thinking=reasoning))
+    chat.retry_button.click()
+    finish(chat)
+    assert [m["content"] for m in chat.messages] == ["ponder this", "Forty-two."]
+    shown = text_of(transcript(chat))
+    assert "stopped while thinking" not in shown and shown.count("ponder this") == 1
+
+
 def test_sending_while_an_answer_streams_is_refused_visibly(open_widget, fake_ollama):
     fake_ollama.add_reply("slow", Reply(text="one two three", fault=Fault(delay=1.5)))
     chat = open_widget("llama3.2")
@@ -207,11 +249,7 @@ def test_an_unknown_model_is_one_inline_line_and_retry_sends_again(open_widget, 
     send(chat, "hello?")
     finish(chat)
     line = status(chat)
-    assert (
-        "no-such-model" in line
-        and "is not on the Ollama server" in line
-        and "\n" not in chat.status.value
-    )
+    assert "no-such-model" in line and "is not on the Ollama server" in line
     assert "Traceback" not in line and "om-error" in chat.status.value
     assert chat.messages == [], "a failed turn is not part of the conversation"
     assert "hello?" in transcript(chat), "but the question is still on screen"
@@ -230,7 +268,7 @@ def test_a_server_fault_mid_stream_keeps_the_partial_answer_marked_failed(open_w
     chat = open_widget("llama3.2")
     send(chat, "fragile")
     finish(chat)
-    assert "CUDA out of memory" in status(chat) and "\n" not in chat.status.value
+    assert "CUDA out of memory" in status(chat)
     last = chat.message_list.children[-1]
     assert "alpha beta" in last.value and "failed" in last.value
     assert "om-failed" in last._dom_classes
@@ -251,13 +289,40 @@ def test_unexpected_errors_show_in_the_widget_not_in_the_log(open_widget, fake_o
     send(chat, "hello")
     finish(chat)
     assert "RuntimeError: the disk is on fire" in status(chat)
-    assert "\n" not in chat.status.value
     (stderr,) = chat.out.outputs
     assert "Traceback" in stderr["text"] and "the disk is on fire" in stderr["text"]
 
     chat.conversation.reset = lambda **_: 1 / 0  # a button handler that fails
     chat.clear_button.click()  # must not raise into the frontend's comm handler
     assert "ZeroDivisionError: division by zero" in status(chat)
+
+
+def test_a_bug_in_the_widgets_redraw_stays_in_the_widget(open_widget, fake_ollama):
+    conversation = Conversation("buggy")
+    chat = open_widget("llama3.2", session=conversation)
+    chat._sync = lambda *args, **kwargs: 1 / 0  # a bug in drawing the messages
+    conversation.append({"role": "user", "content": "from a cell"})  # the caller is unharmed
+    assert conversation.messages[-1]["content"] == "from a cell"
+    assert "ZeroDivisionError" in status(chat)
+    assert "Traceback" in chat.out.outputs[-1]["text"]
+
+
+def test_a_failing_listener_of_someone_else_does_not_upset_the_widget(open_widget, fake_ollama):
+    conversation = Conversation("shared with a bad neighbour")
+
+    def broken(_):
+        raise RuntimeError("a neighbour's bug")
+
+    conversation.changed.append(broken)
+    chat = open_widget("llama3.2", session=conversation)
+    conversation.changed.insert(0, broken)  # before and after the widget's own
+    fake_ollama.add_reply("hello", "Hi there.")
+    send(chat, "hello")
+    finish(chat)
+    assert "Hi there." in text_of(transcript(chat)) and "tokens/s" in status(chat)
+    conversation.append({"role": "user", "content": "typed in a cell"})
+    assert "typed in a cell" in text_of(transcript(chat))
+    assert chat.out.outputs == (), "nothing of the neighbour's bug shows in the widget"
 
 
 def test_a_session_is_shared_with_the_magic_both_ways(ipython, fake_ollama):
@@ -298,9 +363,57 @@ def test_a_session_is_shared_with_the_magic_both_ways(ipython, fake_ollama):
         chat.close()
 
 
+def test_the_magic_is_refused_while_the_widget_answers_on_its_session(ipython, fake_ollama):
+    fake_ollama.add_reply("slow", Reply(text="one two three", fault=Fault(delay=0.5)))
+    chat = ChatWidget("llama3.2", session="busy")
+    try:
+        send(chat, "slow")
+        wait_until(lambda: "one" in text_of(transcript(chat)))
+        with capture_output(), pytest.raises(ConversationBusy, match="busy"):
+            ipython.run_cell_magic("ollama", "--chat --session busy", "cut in")
+        assert chat.busy and not chat.stop_button.disabled, "the widget's answer goes on"
+        finish(chat)
+        assert [m["content"] for m in chat.messages] == ["slow", "one two three"]
+        assert [r.prompt for r in fake_ollama.requests if r.path == "/api/chat"] == ["slow"]
+
+        # The other way round: the session is busy while a cell answers.
+        chat.conversation.begin_turn()  # a cell's turn, as the magic takes it
+        try:
+            send(chat, "me now")
+            assert "busy with another answer" in status(chat) and chat.input.value == "me now"
+        finally:
+            chat.conversation.end_turn()
+    finally:
+        chat.close()
+
+
+def test_a_cells_system_prompt_survives_the_widgets_next_turn(ipython, fake_ollama):
+    chat = ChatWidget("llama3.2", session="pirate")
+    try:
+        with capture_output():
+            ipython.run_cell_magic(
+                "ollama", '--chat --session pirate -s "Talk like a pirate."', "ahoy"
+            )
+        assert chat.system_box.value == "Talk like a pirate.", "the box follows the session"
+        send(chat, "and now?")
+        finish(chat)
+        sent = fake_ollama.last_request("/api/chat").body["messages"]
+        assert sent[0] == {"role": "system", "content": "Talk like a pirate."}
+        assert chat.conversation.system == "Talk like a pirate."
+
+        chat.system_box.value = "Be brief."  # a prompt typed in the widget replaces it
+        send(chat, "once more")
+        finish(chat)
+        assert fake_ollama.last_request("/api/chat").body["messages"][0]["content"] == "Be brief."
+        assert chat.conversation.system == "Be brief."
+    finally:
+        chat.close()
+
+
 def test_closing_stops_the_answer_and_leaves_nothing_behind(open_widget, fake_ollama):
     fake_ollama.add_reply("slow", Reply(text="one two three", fault=Fault(delay=1.5)))
     conversation = Conversation("closing")
+    before = live_widgets()
     chat = open_widget("llama3.2", session=conversation)
     send(chat, "slow")
     wait_until(lambda: "one" in text_of(transcript(chat)))
@@ -308,30 +421,47 @@ def test_closing_stops_the_answer_and_leaves_nothing_behind(open_widget, fake_ol
     chat.close()
     assert time.monotonic() - started < 1.0
     assert not chat_threads()
-    assert chat.comm is None and all(c.comm is None for c in chat.message_list.children)
+    assert live_widgets() <= before, "every widget of the chat closed its comm"
     request = fake_ollama.last_request("/api/chat")
     assert request.finished.wait(5) and request.client_disconnected
     assert len(conversation.changed) == 0, "the conversation forgets the closed widget"
     conversation.append({"role": "user", "content": "later"})  # must not touch the widget
 
 
-def test_several_widgets_stream_independently(open_widget, fake_ollama):
-    for name in ("red", "green", "blue"):
-        fake_ollama.add_reply(name, Reply(text=f"{name} one two three", fault=Fault(delay=0.2)))
+def test_each_turn_keeps_only_the_widgets_of_its_two_messages(open_widget, fake_ollama):
+    fake_ollama.add_reply("think", Reply(text="Done.", thinking="Hmm, let me see."))
+    chat = open_widget("qwen3", think=True)
+    opened = live_widgets()
+    for question in ("think once", "think twice", "think thrice"):
+        send(chat, question)
+        finish(chat)
+    chat.retry_button.click()  # replaces the last answer: no more widgets
+    finish(chat)
+    # An HTML message is three widgets (itself, its layout and its style).
+    assert len(live_widgets() - opened) == 3 * 2 * 3
+    assert len(chat.messages) == 6
+
+
+def test_several_widgets_stream_at_the_same_time(open_widget, fake_ollama):
     names = ("red", "green", "blue")
+    for name in names:
+        fake_ollama.add_reply(
+            name, Reply(text=f"{name} one two three four", fault=Fault(delay=0.3))
+        )
     chats = {name: open_widget("llama3.2", session=Conversation(name)) for name in names}
     for name, chat in chats.items():
         send(chat, name)
-    assert all(chat.busy for chat in chats.values()), "all three stream at the same time"
-    wait_until(lambda: "green" in text_of(transcript(chats["green"])).split("green", 1)[1])
+    # Every chat shows part of its answer while none has finished: they stream concurrently.
+    wait_until(lambda: all("one" in text_of(transcript(c)) for c in chats.values()))
+    assert not any("four" in text_of(transcript(c)) for c in chats.values())
     chats["green"].stop()
     for chat in chats.values():
         finish(chat)
-    assert chats["red"].messages[-1]["content"] == "red one two three"
-    assert chats["blue"].messages[-1]["content"] == "blue one two three"
-    assert chats["green"].messages[-1]["content"].startswith("green")
+    assert chats["red"].messages[-1]["content"] == "red one two three four"
+    assert chats["blue"].messages[-1]["content"] == "blue one two three four"
+    assert chats["green"].messages[-1]["content"].startswith("green one")
+    assert "four" not in chats["green"].messages[-1]["content"]
     assert "stopped" in status(chats["green"])
-    assert not chat_threads()
 
 
 def test_two_widgets_on_one_session_take_turns(open_widget, fake_ollama):
@@ -359,7 +489,41 @@ def test_the_model_picker_lists_the_servers_models(open_widget, fake_ollama, dea
 
     offline = open_widget("llama3.2", host=dead_url)
     assert offline.model == "llama3.2"
-    assert "Could not list the models" in status(offline) and "\n" not in offline.status.value
+    assert "Could not list the models" in status(offline)
+
+
+def test_the_default_model_is_never_an_embedding_model(open_widget, fake_ollama):
+    chatty = [m.name for m in fake_ollama.models]
+    fake_ollama.add_model("embedder", capabilities=("embedding",), family="bert")  # the newest
+    chat = open_widget()
+    assert "embedder:latest" in chat.model_picker.options
+    assert chat.model == chatty[0], "the newest model that can chat"
+
+
+def test_think_takes_every_level_and_refuses_unknown_values(open_widget, fake_ollama):
+    chat = open_widget("qwen3", think="max")
+    assert list(chat.think_picker.options) == [
+        "model default",
+        "on",
+        "off",
+        "low",
+        "medium",
+        "high",
+        "max",
+    ]
+    send(chat, "hard problem")
+    finish(chat)
+    assert fake_ollama.last_request("/api/chat").body["think"] == "max"
+    assert open_widget("qwen3", think=False).think is False
+    assert open_widget("qwen3", think="HIGH").think == "high"
+    default = open_widget("qwen3")
+    send(default, "easy problem")
+    finish(default)
+    assert "think" not in fake_ollama.last_request("/api/chat").body, "the model decides"
+    before = live_widgets()
+    with pytest.raises(ValueError, match="think must be"):
+        ChatWidget("qwen3", host=fake_ollama.url, session=Conversation("x"), think="maximum")
+    assert live_widgets() == before, "a refused widget leaves nothing open"
 
 
 def test_options_and_the_system_prompt_reach_the_request(open_widget, fake_ollama):
@@ -391,11 +555,11 @@ def test_thinking_folds_and_tool_calls_are_compact(open_widget, fake_ollama):
     )
     chat = open_widget("qwen3", think=True)
     send(chat, "think about it")
-    live = wait_until(lambda: next((v for v in html_values(chat) if "Thinking…" in v), None))
-    assert '<details class="om-thinking" open>' in live, "reasoning shows while it streams"
+    live = wait_until(lambda: next((v for v in html_values(chat) if "step by" in v), None))
+    assert "<details" not in live, "reasoning shows open while it streams"
     finish(chat)
     answer = chat.message_list.children[-1].value
-    assert '<details class="om-thinking"><summary>' in answer, "folded, not open"
+    assert '<details class="ollama-magic-thinking"><summary>Thinking (' in answer, "folded"
     assert "reason about it" in answer and answer.index("details") < answer.index("The answer.")
 
     chat.conversation.append(
@@ -407,7 +571,7 @@ def test_thinking_folds_and_tool_calls_are_compact(open_widget, fake_ollama):
     )
     chat.conversation.append({"role": "tool", "tool_name": "get_weather", "content": "12 °C"})
     calls, result = (c.value for c in chat.message_list.children[-2:])
-    assert "⚙ get_weather(city=&quot;Oslo&quot;)" in calls
+    assert "🔧 <code>get_weather(city=&#x27;Oslo&#x27;)</code>" in calls, "as the magic shows it"
     assert "12 °C" in result and "Tool get_weather" in result
 
 
@@ -444,8 +608,7 @@ def test_model_written_html_never_reaches_an_html_widget(open_widget, fake_ollam
         assert not re.search(r"(href|src)\s*=\s*[\"']?\s*javascript:", value, re.I), value
 
 
-def test_images_go_with_the_message_for_vision_models(open_widget, fake_ollama):
-    chat = open_widget("llava")
+def upload(chat: ChatWidget) -> None:
     chat.upload.value = (
         {
             "name": "dot.png",
@@ -455,13 +618,28 @@ def test_images_go_with_the_message_for_vision_models(open_widget, fake_ollama):
             "last_modified": datetime.now(timezone.utc),
         },
     )
+
+
+def test_images_go_with_the_message_for_vision_models(open_widget, fake_ollama):
+    chat = open_widget("llava")
+    upload(chat)
     send(chat, "What is in this picture?")
     finish(chat)
+    encoded = base64.b64encode(PNG).decode()
     sent = fake_ollama.last_request("/api/chat").body["messages"][-1]
-    assert sent["images"] == [base64.b64encode(PNG).decode()]
+    assert sent["images"] == [encoded]
     assert "I received 1 image" in chat.messages[-1]["content"]
-    assert "1 image attached" in transcript(chat)
+    assert f'<img src="data:image/png;base64,{encoded}"' in transcript(chat), "a thumbnail"
     assert chat.upload.value == (), "the upload is used once"
+
+    upload(chat)
+    chat.ask("From code, without images.")
+    finish(chat)
+    assert "images" not in fake_ollama.last_request("/api/chat").body["messages"][-1]
+    chat.ask("From code, with one.", images=[PNG])
+    finish(chat)
+    assert fake_ollama.last_request("/api/chat").body["messages"][-1]["images"] == [encoded]
+    assert len(chat.upload.value) == 1, "the upload waits for the next message typed"
 
 
 def test_retry_replaces_the_last_answer(open_widget, fake_ollama):
@@ -482,6 +660,20 @@ def test_retry_replaces_the_last_answer(open_widget, fake_ollama):
     assert "Answer number 2." in shown and "Answer number 1." not in shown
     first, second = (r.body["messages"] for r in fake_ollama.requests if r.path == "/api/chat")
     assert first == second, "the same question, with the same history"
+
+
+def test_a_failing_retry_gives_the_old_answer_back(open_widget, fake_ollama):
+    fake_ollama.add_reply("question", "The first answer.")
+    chat = open_widget("llama3.2")
+    send(chat, "question")
+    finish(chat)
+    chat.model = "no-such-model"
+    chat.retry_button.click()
+    finish(chat)
+    assert "no-such-model" in status(chat) and "previous answer is kept" in status(chat)
+    assert [m["content"] for m in chat.messages] == ["question", "The first answer."]
+    shown = text_of(transcript(chat))
+    assert shown.count("question") == 1 and "The first answer." in shown
 
 
 def test_clear_export_and_messages(open_widget, fake_ollama):
@@ -509,8 +701,8 @@ def test_open_chat_parses_the_line_like_the_other_subcommands(ipython, fake_olla
     finally:
         for widget in (chat, other, plain):
             widget.close()
-    for bad in (["--session"], ["a", "b"], ["--model", "x"], ["--session", "a", "--session=b"]):
-        with pytest.raises(UsageError, match="Usage: %ollama chat"):
+    for bad in (["--session"], ["a", "b"], ["--model", "x"]):
+        with pytest.raises(UsageError, match=r"Usage: %ollama chat \[--session NAME\] \[MODEL\]"):
             open_chat(magics, bad)
 
 
