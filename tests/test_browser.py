@@ -3,7 +3,9 @@
 JupyterLab runs on 127.0.0.1 with its own temporary config, runtime, settings and workspace
 directories; its kernels inherit ``OLLAMA_HOST``, which points at a stand-in server running in
 this process. Debian's Chromium is driven through Playwright (never ``playwright install``).
-A screenshot of the chat goes to ``tests/artifacts/chat_widget.png`` for people to look at.
+Screenshots of the chat go to ``tests/artifacts/chat_widget*.png`` for people to look at (one
+while an answer streams, one at the end). Each test waits until no answer is streaming, so they
+do not depend on each other's order.
 """
 
 from __future__ import annotations
@@ -194,6 +196,11 @@ def page(chromium, lab) -> Iterator[object]:
         browser.close()
 
 
+def ready(page) -> None:
+    """Wait until no answer is streaming, whatever ran before: each test starts afresh."""
+    page.wait_for_function("() => document.querySelector('.ollama-chat button.om-stop').disabled")
+
+
 def last_answer(page) -> object:
     return page.locator(".ollama-chat .om-list .om-assistant").last
 
@@ -203,6 +210,7 @@ def status_text(page) -> str:
 
 
 def test_an_answer_streams_in_and_renders_as_html(page):
+    ready(page)
     page.evaluate(OBSERVE)
     page.locator(".ollama-chat .om-input textarea").fill("Show me some markdown, please.")
     page.locator(".ollama-chat button.om-send").click()
@@ -227,6 +235,7 @@ def test_an_answer_streams_in_and_renders_as_html(page):
 
 
 def test_shift_enter_sends_and_enter_makes_a_new_line(page):
+    ready(page)
     box = page.locator(".ollama-chat .om-input textarea")
     box.click()
     page.keyboard.type("Sent from the")
@@ -245,10 +254,13 @@ def test_shift_enter_sends_and_enter_makes_a_new_line(page):
 
 
 def test_stop_ends_a_slow_answer_and_keeps_what_it_said(page):
+    ready(page)
     page.locator(".ollama-chat .om-input textarea").fill("A slow answer, please.")
     page.locator(".ollama-chat button.om-send").click()
     answer = last_answer(page)
     wait_until(lambda: "This" in answer.inner_text(), timeout=15)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(".ollama-chat").screenshot(path=str(ARTIFACTS / "chat_widget_streaming.png"))
     clicked = time.monotonic()
     page.locator(".ollama-chat button.om-stop").click()
     page.wait_for_function(
@@ -262,5 +274,4 @@ def test_stop_ends_a_slow_answer_and_keeps_what_it_said(page):
     assert page.locator(".ollama-chat button.om-stop").is_disabled()
     assert page.locator(".ollama-chat button.om-send").is_enabled()
 
-    ARTIFACTS.mkdir(exist_ok=True)
     page.locator(".ollama-chat").screenshot(path=str(ARTIFACTS / "chat_widget.png"))
