@@ -34,12 +34,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from ollama_magic.client import Client
-from ollama_magic.conversation import (
-    DEFAULT_SESSION,
-    Conversation,
-    ConversationBusy,
-    Conversations,
-)
+from ollama_magic.conversation import DEFAULT_SESSION, Conversation, ConversationBusy, Conversations
 from ollama_magic.core import (
     Outcome,
     Request,
@@ -86,8 +81,9 @@ _TYPED.options["breaks"] = True
 
 
 @functools.cache
-def _css() -> str:
-    return importlib.resources.files("ollama_magic").joinpath("widget.css").read_text("utf-8")
+def _resource(name: str) -> str:
+    """A file shipped next to this module (the widget's CSS and key handling)."""
+    return importlib.resources.files("ollama_magic").joinpath(name).read_text("utf-8")
 
 
 def _think_label(think: bool | str | None) -> str:
@@ -270,37 +266,6 @@ class _Turn:
     """The question and answer taken out to ask again; put back if the retry fails."""
     stop: StopSignal = field(default_factory=StopSignal)
     thread: threading.Thread | None = None
-
-
-_KEYS_JS = """
-(function () {
-  // Shift+Enter or Ctrl/Cmd+Enter in the message box presses Send; Enter alone is a newline.
-  // The listener sits on the widget's root in the capture phase, so it runs before the
-  // textarea's own handler (which stops every key from reaching JupyterLab's shortcuts).
-  var cls = "%(cls)s";
-  function attach(root) {
-    if (root.getAttribute("data-om-keys")) return;
-    root.setAttribute("data-om-keys", "1");
-    root.addEventListener("keydown", function (event) {
-      if (event.key !== "Enter" || !(event.shiftKey || event.ctrlKey || event.metaKey)) return;
-      var box = event.target;
-      if (!box || box.tagName !== "TEXTAREA" || !box.closest(".om-input")) return;
-      event.preventDefault();
-      event.stopPropagation();
-      // The box syncs on change (continuous_update=False): sync it, then press Send.
-      box.dispatchEvent(new Event("change", { bubbles: true }));
-      var send = root.querySelector("button.om-send");
-      if (send) send.click();
-    }, true);
-  }
-  var tries = 0;
-  (function look() {
-    var roots = document.querySelectorAll("." + cls);
-    for (var i = 0; i < roots.length; i++) attach(roots[i]);
-    if (tries++ < 100) setTimeout(look, roots.length ? 1000 : 100);
-  })();
-})();
-"""
 
 
 class ChatWidget(w.VBox):
@@ -504,12 +469,14 @@ class ChatWidget(w.VBox):
         keys.outputs = (
             {
                 "output_type": "display_data",
-                "data": {"application/javascript": _KEYS_JS % {"cls": uid}},
+                "data": {
+                    "application/javascript": _resource("widget.js").replace("__CLASS__", uid)
+                },
                 "metadata": {},
             },
         )
         self.children = [
-            w.HTML(f"<style>{_css()}</style>"),
+            w.HTML(f"<style>{_resource('widget.css')}</style>"),
             toolbar,
             self.settings,
             scroll,
