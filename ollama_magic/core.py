@@ -29,6 +29,7 @@ __all__ = [
     "ask",
     "build_request",
     "footer_parts",
+    "keep_alive_value",
     "newest_model",
 ]
 
@@ -118,6 +119,17 @@ class Outcome:
     """Each tool call run: (call, the text sent back, whether it failed)."""
     started: bool = False
     """Whether the server began to answer (so the view has something to finish)."""
+
+
+def keep_alive_value(text: str | None) -> float | str | None:
+    """A keep-alive setting as sent: numbers as seconds (Ollama rejects the string "-1"),
+    anything else as a duration ("5m")."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 _EMBEDDING_FAMILIES = {"bert", "nomic-bert", "jina-bert", "xlm-roberta"}

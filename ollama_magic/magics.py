@@ -19,7 +19,14 @@ from ollama_magic import admin
 from ollama_magic.admin import key_values
 from ollama_magic.client import Client, parse_host
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation, Conversations
-from ollama_magic.core import AnswerView, Request, ask, build_request, newest_model
+from ollama_magic.core import (
+    AnswerView,
+    Request,
+    ask,
+    build_request,
+    keep_alive_value,
+    newest_model,
+)
 from ollama_magic.errors import ModelOutputError, OllamaError
 from ollama_magic.images import image_base64, thumbnails_html
 from ollama_magic.interpolate import interpolate
@@ -30,16 +37,6 @@ from ollama_magic.tools import Toolbox
 from ollama_magic.views import NotebookView, QuietView, TextView
 
 __all__ = ["OllamaMagics"]
-
-
-def _keep_alive(text: str | None) -> float | str | None:
-    """``--keep-alive``: a number is seconds (Ollama rejects the string "-1"); else a duration."""
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 _THINK_LEVELS = {"low", "medium", "high", "max"}
@@ -356,7 +353,7 @@ class OllamaMagics(Magics):
             output=output,
             stream=not args.no_stream,
             options=self._options(args) or None,
-            keep_alive=_keep_alive(args.keep_alive or self.keep_alive),
+            keep_alive=keep_alive_value(args.keep_alive or self.keep_alive),
             think=_think(args),
             logprobs=True if args.logprobs or args.top_logprobs else None,
             top_logprobs=args.top_logprobs,

@@ -42,11 +42,11 @@ from ollama_magic.core import (
     ask,
     build_request,
     footer_parts,
+    keep_alive_value,
     newest_model,
 )
 from ollama_magic.errors import OllamaError
 from ollama_magic.images import image_base64, thumbnails_html
-from ollama_magic.magics import _keep_alive
 from ollama_magic.markdown import make_markdown, render_markdown
 from ollama_magic.render import Bundle, DisplayHandle, escape
 from ollama_magic.views import NotebookView, tool_call_html
@@ -779,7 +779,7 @@ class ChatWidget(w.VBox):
             host=self.client.host,
             options=options or None,
             think=self.think,
-            keep_alive=_keep_alive(getattr(self._magics, "keep_alive", None)),
+            keep_alive=keep_alive_value(getattr(self._magics, "keep_alive", None)),
         )
         message = request.body["messages"][-1]  # exactly what the conversation will keep
         turn = _Turn(
