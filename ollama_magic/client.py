@@ -19,12 +19,9 @@ import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, overload
+from typing import Any, Literal, overload
 
 import requests
-import requests.adapters
-import urllib3
-import urllib3.connection
 import urllib3.exceptions
 
 from ollama_magic._version import __version__
@@ -40,8 +37,10 @@ from ollama_magic.errors import (
     StreamError,
     Unauthorized,
 )
+from ollama_magic.transport import Adapter, Cancellation, Cancelled, bind
 from ollama_magic.types import Chunk, Metrics, ModelInfo, Progress, Result, RunningModel, ToolCall
 
+# Cancellation is defined in transport.py and re-exported here, beside the calls that take it.
 __all__ = ["DEFAULT_HOST", "Cancellation", "Client", "Stream", "encode_image", "parse_host"]
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -177,117 +176,6 @@ def _read_image_file(path: Path) -> str:
         ) from exc
 
 
-class Cancellation:
-    """Stops a request from another thread at any moment: while it connects, while the server
-    loads the model, or while the answer streams.
-
-    A thread blocked in a socket read cannot be woken by closing the response from another
-    thread; shutting the socket down wakes it at once. So the socket is caught as soon as the
-    connection has one, and :meth:`cancel` shuts it down.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._socket: socket.socket | None = None
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        """Stop the request now (a no-op once its answer is complete)."""
-        with self._lock:
-            self.cancelled = True
-            if self._socket is not None:
-                _shutdown(self._socket)
-
-    def _bind(self, sock: socket.socket | None) -> None:
-        with self._lock:
-            self._socket = sock
-            if sock is not None and self.cancelled:
-                _shutdown(sock)
-
-    def _release(self) -> None:
-        """The answer is complete: its connection may serve another request, hands off."""
-        with self._lock:
-            self._socket = None
-
-
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Binding:
-    """What the connection under the current request reports to its Client (per thread)."""
-
-    def __init__(self, cancel: Cancellation | None) -> None:
-        self.cancel = cancel
-        self.reused = False
-
-
-_current = threading.local()
-
-
-class _Tracking:
-    """Connection mix-in: says whether a request went over a reused keep-alive connection,
-    and hands the socket to the request's Cancellation as soon as it exists."""
-
-    _sent = 0
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        binding = getattr(_current, "binding", None)
-        if binding is not None and binding.cancel is not None:
-            binding.cancel._bind(self.sock)  # type: ignore[attr-defined]
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        binding = getattr(_current, "binding", None)
-        if binding is not None:
-            binding.reused = self._sent > 0
-            if binding.cancel is not None and self.sock is not None:  # type: ignore[attr-defined]
-                binding.cancel._bind(self.sock)  # type: ignore[attr-defined]
-        self._sent += 1
-        super().request(*args, **kwargs)  # type: ignore[misc]
-
-    def close(self) -> None:
-        self._sent = 0  # a closed connection reconnects fresh
-        super().close()  # type: ignore[misc]
-
-
-class _HTTPConnection(_Tracking, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_Tracking, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _Adapter(requests.adapters.HTTPAdapter):
-    """requests' adapter, with pools of tracking connections (direct and through proxies)."""
-
-    _pools: ClassVar[dict[str, type]] = {"http": _HTTPPool, "https": _HTTPSPool}
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pools
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        if hasattr(manager, "pool_classes_by_scheme"):
-            manager.pool_classes_by_scheme = self._pools
-        return manager
-
-
-class _Cancelled(Exception):
-    """Internal: the request was cancelled before any answer arrived."""
-
-
 class Client:
     """A connection to one Ollama server.
 
@@ -320,7 +208,7 @@ class Client:
         self.connect_timeout = connect_timeout
         self._session = requests.Session()
         for prefix in ("http://", "https://"):
-            self._session.mount(prefix, _Adapter())
+            self._session.mount(prefix, Adapter())
         merged = {key.lower(): value for key, value in (headers or {}).items()}
         api_key = os.environ.get("OLLAMA_API_KEY")
         if api_key and "authorization" not in merged:
@@ -475,7 +363,7 @@ class Client:
         cancel = cancel or Cancellation()
         try:
             response = self._send("POST", path, body, stream=True, model=model, cancel=cancel)
-        except _Cancelled:
+        except Cancelled:
             response = None  # stopped before the server answered: an empty, aborted stream
         result = Stream(self, response, model=model, cancel=cancel)
         return result if stream else result.consume()
@@ -618,19 +506,19 @@ class Client:
         url = self.host + path
         data = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
         for attempt in (1, 2):
-            binding = _current.binding = _Binding(cancel)
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    data=data,
-                    stream=stream,
-                    timeout=(self.connect_timeout, self.timeout),
-                )
+                with bind(cancel) as binding:
+                    response = self._session.request(
+                        method,
+                        url,
+                        data=data,
+                        stream=stream,
+                        timeout=(self.connect_timeout, self.timeout),
+                    )
                 break
             except requests.RequestException as exc:
                 if cancel is not None and cancel.cancelled:
-                    raise _Cancelled from exc
+                    raise Cancelled from exc
                 if (
                     attempt == 1
                     and binding.reused
@@ -645,8 +533,6 @@ class Client:
                     f"Request to {url} failed: {exc}",
                     hint="Check OLLAMA_HOST and the headers passed to the client.",
                 ) from exc
-            finally:
-                _current.binding = None
         if response.status_code >= 400:
             try:
                 text = response.text
