@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -245,12 +245,8 @@ def _validate(
     if not name:
         # generate and chat disagree here on the real server.
         raise ApiError(400, "model is required") if chat else ApiError(404, "model '' not found")
-    parsed = parse_model_name(name)
-    if parsed is None:
-        raise ApiError(400, "invalid model name")
-    spec = handler.fake._lookup(parsed)
-    if spec is None:
-        raise ApiError(404, f"model '{name}' not found")
+    spec = local_model(handler, name)
+    parsed = parse_model_name(name)  # valid: local_model checked it
     keep_alive = keep_alive_ns(request.get("keep_alive"))
     empty = not request.get("messages") if chat else not request.get("prompt")
     if empty and keep_alive == 0:
@@ -564,6 +560,30 @@ def _release(handler: RequestHandler, context: Context) -> None:
         handler.fake._unload(context.spec)
 
 
+def local_model(handler: RequestHandler, name: str) -> Any:
+    """The local model named ``name``, or the server's 400 (bad name) / 404 (not there)."""
+    parsed = parse_model_name(name)
+    if parsed is None:
+        raise ApiError(400, "invalid model name")
+    spec = handler.fake._lookup(parsed)
+    if spec is None:
+        raise ApiError(404, f"model '{name}' not found")
+    return spec
+
+
+def _paced(
+    handler: RequestHandler, fault: Fault, timing: _Timing, events: list[tuple[str, Any]]
+) -> Iterator[tuple[str, Any]]:
+    """The events at the model's pace (``delay``), up to where a fault ends the answer;
+    stops early (ClientGone) when the client has left."""
+    stop = min(n for n in (fault.error_after, fault.cut_after, len(events)) if n is not None)
+    for event in events[:stop]:
+        handler.pause(fault.delay)
+        handler.check_client()
+        timing.first_token = timing.first_token or time.perf_counter_ns()
+        yield event
+
+
 def _stream(
     handler: RequestHandler,
     context: Context,
@@ -577,14 +597,7 @@ def _stream(
     fault = plan.fault
     writer = StreamWriter(handler)
     writer.start()
-    for sent, (kind, payload) in enumerate(events):
-        if fault.error_after is not None and sent >= fault.error_after:
-            break
-        if fault.cut_after is not None and sent >= fault.cut_after:
-            break
-        handler.pause(fault.delay)
-        handler.check_client()
-        timing.first_token = timing.first_token or time.perf_counter_ns()
+    for kind, payload in _paced(handler, fault, timing, events):
         writer.line(_chunk(context, kind, payload), split_utf8=fault.split_utf8)
     if fault.error_after is not None:
         error: dict[str, Any] = {"error": fault.error_text}
@@ -620,14 +633,8 @@ def _collect(
 ) -> None:
     """`stream: false`: generate everything, then answer once (errors become HTTP errors)."""
     fault = plan.fault
-    for index, _event in enumerate(events):
-        if fault.error_after is not None and index >= fault.error_after:
-            break
-        if fault.cut_after is not None and index >= fault.cut_after:
-            break
-        handler.pause(fault.delay)
-        handler.check_client()
-        timing.first_token = timing.first_token or time.perf_counter_ns()
+    for _event in _paced(handler, fault, timing, events):
+        pass  # generated at the model's pace, sent all at once below
     if fault.error_after is not None:
         raise ApiError(500, fault.error_text)
     if fault.cut_after is not None:

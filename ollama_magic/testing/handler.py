@@ -423,13 +423,7 @@ def show(handler: RequestHandler, record: RecordedRequest, started: int) -> None
     name = request.get("model") or request.get("name") or ""
     if not name:
         raise ApiError(400, "model is required")
-    parsed = parse_model_name(name)
-    if parsed is None:
-        raise ApiError(400, "invalid model name")
-    spec = handler.fake._lookup(parsed)
-    if spec is None:
-        raise ApiError(404, f"model '{name}' not found")
-    handler.respond_json(200, spec.show())
+    handler.respond_json(200, generation.local_model(handler, name).show())
 
 
 def pull(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
