@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from ollama_magic._version import __version__
 from ollama_magic.client import Cancellation, Client, Stream, encode_image, parse_host
+from ollama_magic.conversation import Conversation, ConversationBusy
 from ollama_magic.errors import (
     BadRequest,
     ModelNotFound,
+    ModelOutputError,
     NotOllama,
     OllamaError,
     OllamaTimeout,
@@ -25,6 +27,7 @@ from ollama_magic.errors import (
 from ollama_magic.types import Chunk, Metrics, ModelInfo, Progress, Result, RunningModel, ToolCall
 
 if TYPE_CHECKING:
+    from ollama_magic.api import ask
     from ollama_magic.widget import ChatWidget
 
 __all__ = [
@@ -33,9 +36,12 @@ __all__ = [
     "ChatWidget",
     "Chunk",
     "Client",
+    "Conversation",
+    "ConversationBusy",
     "Metrics",
     "ModelInfo",
     "ModelNotFound",
+    "ModelOutputError",
     "NotOllama",
     "OllamaError",
     "OllamaTimeout",
@@ -50,6 +56,7 @@ __all__ = [
     "ToolCall",
     "Unauthorized",
     "__version__",
+    "ask",
     "encode_image",
     "load_ipython_extension",
     "parse_host",
@@ -58,11 +65,16 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # ChatWidget is imported on first use: ipywidgets is not needed to use the client or magics.
+    # Imported on first use: ipywidgets (the widget) and markdown-it and IPython's display
+    # (ask's views) are not needed to use the client.
     if name == "ChatWidget":
         from ollama_magic.widget import ChatWidget
 
         return ChatWidget
+    if name == "ask":
+        from ollama_magic.api import ask
+
+        return ask
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
