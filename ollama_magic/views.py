@@ -53,8 +53,9 @@ def _thinking_done(text: str) -> Callable[[str], str]:
 class NotebookView:
     """Live, sanitized markdown in cell outputs, updated in place at a limited frame rate.
 
-    Thinking streams into a collapsed "Thinking" section above the answer, rendered the same
-    way; tool calls show as compact collapsible lines; the footer names the model, tokens and
+    Thinking streams above the answer in an open muted box, rendered the same way, and folds
+    into a collapsed "Thinking (N words)" section when the answer begins; tool calls show as
+    compact collapsible lines; the footer names the model, tokens and
     speed, and says how the answer ended. With ``structured``, the JSON shows as code while it
     streams and as a table or a tree once parsed.
     """
@@ -105,8 +106,7 @@ class NotebookView:
     def tool_call(self, call: ToolCall, result: str, failed: bool) -> None:
         """Close what streamed so far and show the call and its result as one line."""
         self._close_segments()
-        arguments = ", ".join(f"{k}={v!r}" for k, v in call.arguments.items())
-        short = result if len(result) <= 80 else result[:77] + "…"
+        arguments, short = _call_summary(call.arguments, result)
         html = tool_call_html(call.name, call.arguments, result, failed)
         text = f"[{'⚠' if failed else '🔧'} {call.name}({arguments}) -> {short}]\n"
         self._sink.display({"text/html": html, "text/plain": text}, {})
@@ -162,16 +162,21 @@ def tool_call_html(
     name: str, arguments: dict[str, Any], result: str | None = None, failed: bool = False
 ) -> str:
     """A tool call as one muted line; its result, when known, folded beneath it."""
-    args = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+    args, short = _call_summary(arguments, result or "")
     head = f"{'⚠' if failed else '🔧'} <code>{escape(name)}({escape(args)})</code>"
     if result is None:
         return f'<div class="ollama-magic-tool" style="{_MUTED}">{head}</div>'
-    short = result if len(result) <= 80 else result[:77] + "…"
     return (
         f'<details class="ollama-magic-tool" style="{_MUTED}"><summary>{head} → '
         f"{escape(short)}</summary>"
         f'<pre style="white-space: pre-wrap">{escape(result)}</pre></details>'
     )
+
+
+def _call_summary(arguments: dict[str, Any], result: str) -> tuple[str, str]:
+    """``a=1, b='x'`` and the result cut to one line's length."""
+    args = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+    return args, result if len(result) <= 80 else result[:77] + "…"
 
 
 def value_html(value: Any) -> str:
@@ -238,10 +243,9 @@ class TextView:
         self.out.flush()
 
     def tool_call(self, call: ToolCall, result: str, failed: bool) -> None:
-        arguments = ", ".join(f"{k}={v!r}" for k, v in call.arguments.items())
-        self.out.write(
-            f"\n[{'error in' if failed else 'tool'} {call.name}({arguments}) -> {result}]\n"
-        )
+        arguments, short = _call_summary(call.arguments, result)
+        kind = "error in" if failed else "tool"
+        self.out.write(f"\n[{kind} {call.name}({arguments}) -> {short}]\n")
 
     def retry(self, error: OllamaError, attempt: int, retries: int) -> None:
         self.out.write(f"\n[{error.message} Asking again ({attempt}/{retries}).]\n")
