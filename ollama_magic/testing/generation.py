@@ -560,14 +560,17 @@ def _release(handler: RequestHandler, context: Context) -> None:
         handler.fake._unload(context.spec)
 
 
-def local_model(handler: RequestHandler, name: str) -> Any:
-    """The local model named ``name``, or the server's 400 (bad name) / 404 (not there)."""
+def local_model(handler: RequestHandler, name: str, not_found: str | None = None) -> Any:
+    """The local model named ``name``, or the server's 400 (bad name) / 404 (not there).
+
+    ``not_found`` replaces the 404 text where the real server words it differently.
+    """
     parsed = parse_model_name(name)
     if parsed is None:
         raise ApiError(400, "invalid model name")
     spec = handler.fake._lookup(parsed)
     if spec is None:
-        raise ApiError(404, f"model '{name}' not found")
+        raise ApiError(404, not_found or f"model '{name}' not found")
     return spec
 
 

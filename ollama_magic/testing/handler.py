@@ -530,13 +530,9 @@ def copy(handler: RequestHandler, record: RecordedRequest, started: int) -> None
 def _embedding_model(handler: RequestHandler, name: str) -> Any:
     if not name:
         raise ApiError(400, "model is required")
-    parsed = parse_model_name(name)
-    if parsed is None:
-        raise ApiError(400, "invalid model name")
-    spec = handler.fake._lookup(parsed)
-    if spec is None:
-        raise ApiError(404, f"model {go_quote(name)} not found, try pulling it first")
-    return spec
+    # The embed endpoints still word it the scheduler's way (double quotes, "try pulling").
+    not_found = f"model {go_quote(name)} not found, try pulling it first"
+    return generation.local_model(handler, name, not_found)
 
 
 def embed(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
