@@ -20,14 +20,15 @@ from IPython.display import display
 from traitlets import TraitError
 
 from ollama_magic.conversation import DEFAULT_SESSION
-from ollama_magic.errors import OllamaError
+from ollama_magic.errors import OllamaError, OllamaTimeout, ServerUnreachable, quiet_interrupt
 from ollama_magic.markdown import render_markdown
+from ollama_magic.options import OLLAMA_OPTIONS, mask_headers
 from ollama_magic.render import escape
 
 if TYPE_CHECKING:
     from ollama_magic.magics import OllamaMagics
 
-__all__ = ["COMMANDS", "OLLAMA_OPTIONS", "key_values"]
+__all__ = ["COMMANDS", "key_values"]
 
 
 def _value(text: str) -> Any:
@@ -47,33 +48,6 @@ def key_values(pairs: list[str], what: str) -> dict[str, Any]:
             raise UsageError(f"{what} takes KEY=VALUE, got {pair!r}")
         out[key.strip()] = _value(value.strip())
     return out
-
-
-#: The options Ollama's server accepts (api/types.go); it silently ignores any other.
-OLLAMA_OPTIONS = frozenset(
-    [
-        "num_ctx",
-        "num_batch",
-        "num_gpu",
-        "main_gpu",
-        "use_mmap",
-        "num_thread",
-        "draft_num_predict",
-        "num_keep",
-        "seed",
-        "num_predict",
-        "top_k",
-        "top_p",
-        "min_p",
-        "typical_p",
-        "repeat_last_n",
-        "temperature",
-        "repeat_penalty",
-        "presence_penalty",
-        "frequency_penalty",
-        "stop",
-    ]
-)
 
 
 _STANDARD_HEADERS = {"content-type", "accept", "accept-encoding", "connection", "user-agent"}
@@ -153,62 +127,98 @@ def pull(magics: OllamaMagics, rest: list[str]) -> None:
     try:
         for line in magics.client().pull(model):
             progress.update(line)
-    except (KeyboardInterrupt, OllamaError):
+    except KeyboardInterrupt as interrupt:
+        progress.close(failed=True)
+        message = f"the download stopped; `%ollama pull {model}` again resumes it."
+        raise quiet_interrupt(interrupt, message) from None
+    except OllamaError:
         progress.close(failed=True)
         raise
     progress.close()
 
 
 def status(magics: OllamaMagics, rest: list[str]) -> None:
-    """``%ollama status``: is the server there, its version, is the model ready."""
+    """``%ollama status``: what answers at the host, its version, whether the model is there.
+
+    Anything that answers HTTP is reachable; what it is comes from ``/api/version`` and
+    ``/api/tags`` (not ``HEAD /``, which "Ollama-compatible" adapters may refuse with 405).
+    """
     _no_arguments("status", rest)
     client = magics.client()
-    lines = [f"host: {client.host}"]
-    if not client.is_running():
-        lines.append("server: not reachable. Start it with `ollama serve`, or set OLLAMA_HOST.")
+    lines = [f"host: {client.host} (from {client.host_source})"]
+    try:
+        version: str | None = client.version()
+    except (ServerUnreachable, OllamaTimeout) as exc:
+        lines.append(f"server: not reachable: {exc.message}")
+        lines.append(exc.hint)
         print("\n".join(lines))
         return
-    lines.append(f"server: running, version {client.version()}")
-    names = [m.name for m in client.list()]
-    loaded = [m.name for m in client.ps()]
-    model = magics.model
-    if model:
-        full = model if ":" in model else f"{model}:latest"
-        present = full in names or model in names
-        lines.append(
-            f"model: {model} ({'present' if present else 'NOT pulled: %ollama pull ' + model}"
-            f"{', loaded' if full in loaded or model in loaded else ''})"
-        )
+    except OllamaError:
+        version = None  # something answers; /api/tags says whether it speaks the API
+    try:
+        models = client.list()
+    except OllamaError as exc:
+        lines.append(f"server: answers, but not as Ollama does: {exc.message}")
+        lines.append(f"Check {client.host_source}: the port, and any path prefix of a proxy.")
+        print("\n".join(lines))
+        return
+    if version:
+        lines.append(f"server: Ollama {version}")
     else:
-        newest = names[0] if names else "none: %ollama pull llama3.2"
-        lines.append(f"model: not set; the newest local model is used ({newest})")
-    lines.append(f"local models: {len(names)}; loaded now: {', '.join(loaded) or 'none'}")
+        lines.append(
+            "server: an Ollama-compatible server, not Ollama itself (it has no /api/version); "
+            "some features may be missing"
+        )
+    names = [m.name for m in models]
+    try:
+        loaded: list[str] | None = [m.name for m in client.ps()]
+    except OllamaError:
+        loaded = None  # adapters often lack /api/ps
+    lines.append(_model_line(magics, client.host, names, loaded or []))
+    loaded_text = "unknown (no /api/ps)" if loaded is None else ", ".join(loaded) or "none"
+    lines.append(f"local models: {len(names)}; loaded now: {loaded_text}")
     print("\n".join(lines))
 
 
+def _model_line(magics: OllamaMagics, host: str, names: list[str], loaded: list[str]) -> str:
+    model = magics.model
+    if not model:
+        chosen = magics._default_models.get(host)
+        if chosen:
+            return f"model: not set; cells use {chosen} (the newest local model when chosen)"
+        newest = names[0] if names else "none: %ollama pull llama3.2"
+        return f"model: not set; the newest local model will be used ({newest})"
+    present = _on_server(model, names)
+    where = "present" if present else f"NOT pulled: %ollama pull {model}"
+    is_loaded = _on_server(model, loaded)
+    return f"model: {model} ({where}{', loaded' if is_loaded else ''})"
+
+
+def _on_server(model: str, names: list[str]) -> bool:
+    return model in names or f"{model}:latest" in names
+
+
 def config(magics: OllamaMagics, rest: list[str]) -> None:
-    """``%ollama config [KEY=VALUE ...]``: change settings, then show them all."""
-    traits = {"host", "model", "keep_alive", "fps", "timeout"}
-    for key, value in key_values(rest, "%ollama config").items():
-        option = key.removeprefix("options.")
-        if key in traits:
-            try:
-                setattr(magics, key, value if key in ("fps", "timeout") else str(value))
-            except TraitError as exc:
-                raise UsageError(f"{key}: {exc}") from None
-        elif option in OLLAMA_OPTIONS or key.startswith("options."):
-            # Ollama ignores options it does not know, so a typo would pass silently;
-            # "options.NAME=" sends one this list does not know on purpose.
-            magics.options = {**magics.options, option: value}
-        else:
-            close = difflib.get_close_matches(key, [*traits, *OLLAMA_OPTIONS], n=1)
-            suggestion = f" Did you mean {close[0]}?" if close else ""
-            raise UsageError(
-                f"Unknown setting {key!r}.{suggestion} Settings: {', '.join(sorted(traits))};"
-                " or an Ollama option (temperature, num_ctx, seed, …; options.NAME for others)."
-            )
+    """``%ollama config [KEY=VALUE ...]``: change settings, then show them all.
+
+    Values are checked by type as they are set: a bad one is a usage error and changes
+    nothing. A model the server does not have is kept (the server may be down) with a warning.
+    """
+    traits = ["host", "model", "keep_alive", "fps", "timeout"]
+    before = {name: getattr(magics, name) for name in [*traits, "options"]}
+    changes = key_values(rest, "%ollama config")
+    try:
+        for key, value in changes.items():
+            _set(magics, key, value, traits)
+    except UsageError:
+        for name, value in before.items():  # all or nothing
+            if getattr(magics, name) != value:
+                setattr(magics, name, value)
+        raise
     client = magics.client()
-    headers = {k: _mask(k, v) for k, v in client.headers.items()}
+    if "model" in changes and magics.model:
+        _check_model(magics.model, client)
+    headers = mask_headers(client.headers)
     settings = {
         "host": client.host,
         "model": magics.model or "(the newest local model)",
@@ -221,6 +231,45 @@ def config(magics: OllamaMagics, rest: list[str]) -> None:
     }
     width = max(map(len, settings))
     print("\n".join(f"{key:<{width}}  {value}" for key, value in settings.items()))
+
+
+def _set(magics: OllamaMagics, key: str, value: Any, traits: list[str]) -> None:
+    """Set one setting, or raise UsageError saying why it cannot be."""
+    option = key.removeprefix("options.")
+    try:
+        if key in traits:
+            setattr(magics, key, value if key in ("fps", "timeout") else str(value))
+        elif option in OLLAMA_OPTIONS or key.startswith("options."):
+            # Ollama ignores options it does not know, so a typo would pass silently;
+            # "options.NAME=" sends one this list does not know on purpose.
+            magics.options = {**magics.options, option: value}
+        else:
+            close = difflib.get_close_matches(key, [*traits, *OLLAMA_OPTIONS], n=1)
+            suggestion = f" Did you mean {close[0]}?" if close else ""
+            raise UsageError(
+                f"Unknown setting {key!r}.{suggestion} Settings: {', '.join(sorted(traits))};"
+                " or an Ollama option (temperature, num_ctx, seed, …; options.NAME for others)."
+            )
+    except TraitError as exc:
+        raise UsageError(f"{key}: {exc} (the setting is unchanged)") from None
+
+
+def _check_model(model: str, client: Any) -> None:
+    """Warn at once when the configured model is not on the server (the setting stays)."""
+    try:
+        names = [m.name for m in client.list()]
+    except OllamaError as exc:
+        print(f"Warning: could not check that {model} is on the server: {exc.message}")
+        return
+    if _on_server(model, names):
+        return
+    short = [name.removesuffix(":latest") for name in names]
+    similar = difflib.get_close_matches(model.removesuffix(":latest"), short, n=3, cutoff=0.6)
+    also = f" Local models with similar names: {', '.join(similar)}." if similar else ""
+    print(
+        f"Warning: {model} is not on the server at {client.host}; `%ollama pull {model}` "
+        f"downloads it. The setting is kept.{also}"
+    )
 
 
 def _session_arg(rest: list[str], command: str) -> str:
@@ -332,12 +381,6 @@ def _size(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return ""
-
-
-def _mask(key: str, value: str) -> str:
-    if key.lower() in ("authorization", "x-api-key", "api-key") and len(value) > 4:
-        return value[:7] + "…" + value[-2:] if value.lower().startswith("bearer ") else "****"
-    return value
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:

@@ -16,6 +16,7 @@ import platform
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -189,6 +190,8 @@ class Client:
             forever.
         connect_timeout: Seconds to wait for the connection itself: short, so a server that is
             not there is reported at once.
+        host_source: Where ``host`` came from, for error messages that say what to check
+            (default: ``OLLAMA_HOST`` or "the host given to Client()", as the case may be).
 
     Streaming calls return a :class:`Stream` (iterate it for :class:`~ollama_magic.types.Chunk`
     objects); ``stream=False`` returns the final :class:`~ollama_magic.types.Result`. A Client
@@ -202,8 +205,20 @@ class Client:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = 300.0,
         connect_timeout: float = 5.0,
+        host_source: str | None = None,
     ) -> None:
-        self.host = parse_host(host if host is not None else os.environ.get("OLLAMA_HOST"))
+        env = os.environ.get("OLLAMA_HOST")
+        self.host = parse_host(host if host is not None else env)
+        if host_source is None:
+            host_source = (
+                "the host given to Client()"
+                if host is not None
+                else "OLLAMA_HOST"
+                if env
+                else f"the host (OLLAMA_HOST is not set, so {DEFAULT_HOST} is used)"
+            )
+        self.host_source = host_source
+        """Where :attr:`host` came from, named in errors ("OLLAMA_HOST", "--host", …)."""
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._session = requests.Session()
@@ -382,7 +397,8 @@ class Client:
 
     def show(self, model: str, *, verbose: bool = False) -> dict[str, Any]:
         """A model's details, parameters, template and ``capabilities`` (``POST /api/show``)."""
-        return self._json("POST", "/api/show", _body(model=model, verbose=verbose or None))
+        body = _body(model=model, verbose=verbose or None)
+        return self._json("POST", "/api/show", body, model=model)
 
     @overload
     def pull(
@@ -471,7 +487,7 @@ class Client:
                 f"{self.host}{path} answered with something that is not JSON.",
                 status_code=response.status_code,
                 server_message=response.text[:200],
-                hint="Check that OLLAMA_HOST points at an Ollama server.",
+                hint=f"Check that {self.host_source} points at an Ollama server.",
             ) from exc
         finally:
             response.close()
@@ -479,11 +495,14 @@ class Client:
             raise ServerError(
                 f"{self.host}{path} answered with JSON that is not an object.",
                 status_code=response.status_code,
-                hint="Check that OLLAMA_HOST points at an Ollama server.",
+                hint=f"Check that {self.host_source} points at an Ollama server.",
             )
         error = _in_band_error(data)
         if error is not None:
-            raise self._error(response.status_code, error, path, model)
+            status = response.status_code
+            if status < 400:  # an error object with 200: an adapter's way of saying 404 or 400
+                status = _implied_status(error) or 500
+            raise self._error(status, error, path, model)
         return data
 
     def _send(
@@ -531,7 +550,7 @@ class Client:
                     raise self._transport_error(exc) from exc
                 raise OllamaError(
                     f"Request to {url} failed: {exc}",
-                    hint="Check OLLAMA_HOST and the headers passed to the client.",
+                    hint=f"Check {self.host_source} and the headers passed to the client.",
                 ) from exc
         if response.status_code >= 400:
             try:
@@ -559,7 +578,7 @@ class Client:
         if isinstance(exc, requests.ConnectTimeout):
             return ServerUnreachable(
                 f"Cannot reach Ollama at {self.host}: no answer within {self.connect_timeout:g} s.",
-                hint=_START_HINT,
+                hint=_start_hint(self.host_source),
             )
         if isinstance(exc, requests.Timeout) or _caused_by(
             exc, (socket.timeout, TimeoutError, urllib3.exceptions.ReadTimeoutError)
@@ -589,7 +608,7 @@ class Client:
             )
         reason = _short_reason(exc)
         return ServerUnreachable(
-            f"Cannot reach Ollama at {self.host} ({reason}).", hint=_START_HINT
+            f"Cannot reach Ollama at {self.host} ({reason}).", hint=_start_hint(self.host_source)
         )
 
     def _error(self, status: int | None, message: str, path: str, model: str) -> ResponseError:
@@ -627,7 +646,8 @@ class Client:
         if status in (404, 405):
             return NotOllama(
                 f"{self.host} answered {message!r} to {path}: that is not the Ollama API.",
-                hint="Check OLLAMA_HOST: the scheme, the port, and any path prefix of a proxy.",
+                hint=f"Check {self.host_source}: the scheme, the port, and any path prefix of a "
+                "proxy.",
                 **kwargs,
             )
         if status == 403 and (not message or message.startswith("403") or "cloud" in message):
@@ -685,10 +705,11 @@ class Client:
         return list(dict.fromkeys(family + [short[name] for name in close]))[:3]
 
 
-_START_HINT = (
-    "Start it with `ollama serve` (or the Ollama app), or set OLLAMA_HOST to where it runs. "
-    "Offline, `python -m ollama_magic.testing` serves a stand-in."
-)
+def _start_hint(host_source: str) -> str:
+    return (
+        f"Start it with `ollama serve` (or the Ollama app), or point {host_source} at where it "
+        "runs. Offline, `python -m ollama_magic.testing` serves a stand-in."
+    )
 
 
 class Stream:
@@ -728,6 +749,8 @@ class Stream:
         """True once :meth:`abort` (or the Cancellation given) stopped the stream."""
         self.chunks = 0
         """How many chunks arrived."""
+        self._arrivals = 0  # chunks that brought text or reasoning, and when the first/last came
+        self._first_arrival = self._last_arrival = 0.0
 
     def __iter__(self) -> Stream:
         return self
@@ -773,13 +796,14 @@ class Stream:
         error = _in_band_error(obj)
         if error is not None:
             self.close()
-            exc = self._client._error(None, error, "", self._model)
-            exc.partial = self.text
-            if self.text:
-                exc.hint = _partial_hint(self.text)
-            raise exc
+            raise self._in_band(error)
         chunk = Chunk.from_json(obj)
         self.chunks += 1
+        if chunk.content or chunk.thinking:
+            now = time.monotonic()
+            self._first_arrival = self._first_arrival or now
+            self._last_arrival = now
+            self._arrivals += 1
         self._content.append(chunk.content)
         if chunk.thinking:
             self._thinking.append(chunk.thinking)
@@ -789,6 +813,34 @@ class Stream:
             self.result = self._result(obj)
             self._cancel._release()  # from now on the connection may serve other requests
         return chunk
+
+    def _in_band(self, error: str) -> ResponseError:
+        """The exception for an ``{"error": …}`` line of a 200 stream.
+
+        Before anything was generated it stands for the HTTP error the server did not send
+        (an adapter reporting a missing model this way), so it is mapped like one; after, the
+        stream failed part-way and the text so far is kept.
+        """
+        if self.text or self.thinking or self._tool_calls:
+            exc = self._client._error(None, error, "", self._model)
+            exc.partial = self.text
+            exc.hint = (
+                _partial_hint(self.text)
+                if self.text
+                else "Only reasoning (or tool calls) had arrived; check the server's log, then "
+                "try again."
+            )
+            return exc
+        status = _implied_status(error)
+        if status is None:
+            return StreamError(
+                f"{self._client.host} answered with an error before any text: {error}",
+                server_message=error,
+                hint="Check the server's log; trying again may help.",
+            )
+        exc = self._client._error(status, error, "", self._model)
+        exc.status_code = None  # the HTTP status said 200; the error line said otherwise
+        return exc
 
     def _finish_body(self) -> None:
         """After the final chunk: read the end of the body so the connection can be reused.
@@ -810,6 +862,9 @@ class Stream:
 
     def _result(self, final: dict[str, Any]) -> Result:
         context = final.get("context")
+        span = self._last_arrival - self._first_arrival
+        # n chunks arrive over n-1 intervals; the first one's wait is the prompt's, not speed.
+        measured = (self._arrivals - 1) / span if self._arrivals > 2 and span > 0 else None
         return Result(
             model=str(final.get("model") or self._model),
             content=self.text,
@@ -821,6 +876,8 @@ class Stream:
             logprobs=tuple(self._logprobs),
             created_at=final.get("created_at"),
             raw=final,
+            chunks=self._arrivals,
+            measured_tokens_per_second=measured,
         )
 
     @property
@@ -924,8 +981,8 @@ def _parse_line(line: bytes, client: Client) -> dict[str, Any]:
         raise StreamError(
             f"{client.host} sent a line that is not JSON: {text[:120]!r}",
             server_message=text,
-            hint="Check that OLLAMA_HOST points at an Ollama server (not a web page or proxy "
-            "login).",
+            hint=f"Check that {client.host_source} points at an Ollama server (not a web page or "
+            "a proxy's login).",
         ) from exc
     if not isinstance(obj, dict):
         raise StreamError(f"{client.host} sent JSON that is not an object: {obj!r:.120}")
@@ -955,6 +1012,15 @@ def _error_text(text: str, response: requests.Response) -> str:
         title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
         text = title.group(1).strip() if title else ""
     return text[:300] or f"{response.status_code} {response.reason or ''}".strip()
+
+
+def _implied_status(message: str) -> int | None:
+    """The HTTP status an error text stands for, when a server sent it with 200 instead."""
+    if re.match(r"model ['\"].*['\"] not found", message):
+        return 404
+    if "does not support" in message or message == "model is required":
+        return 400
+    return None
 
 
 def _body(**fields: Any) -> dict[str, Any]:

@@ -414,16 +414,23 @@ def footer_parts(outcome: Outcome) -> list[str]:
     result = outcome.result
     if result is not None:
         metrics = result.metrics
-        if metrics.eval_count:
+        if result.stats_plausible:
             parts.append(f"{metrics.eval_count} tokens")
-        if metrics.tokens_per_second:
-            parts.append(f"{metrics.tokens_per_second:.1f} tokens/s")
+        elif result.chunks:
+            parts.append(f"≈{result.chunks} tokens")  # about one token a chunk
+        speed = result.speed
+        if speed is not None:
+            rate, measured = speed
+            parts.append(
+                f"≈{rate:.1f} tokens/s (measured here)" if measured else f"{rate:.1f} tokens/s"
+            )
         if metrics.load_duration and metrics.load_duration >= 100_000_000:
             parts.append(f"load {metrics.load_duration / 1e9:.1f} s")
         if result.logprobs:
             parts.append(f"log-probabilities of {len(result.logprobs)} tokens in _ollama_logprobs")
         if result.done_reason == "length":
             parts.append("truncated at the token limit (raise -n/--num-predict or --ctx)")
+        parts += _dropped_features(outcome, result)
     if outcome.interrupted:
         parts.append("interrupted")
     elif outcome.stopped:
@@ -431,3 +438,16 @@ def footer_parts(outcome: Outcome) -> list[str]:
     elif outcome.error is not None:
         parts.append("failed")
     return parts
+
+
+def _dropped_features(outcome: Outcome, result: Result) -> list[str]:
+    """What was asked for but did not come back: servers that imitate Ollama drop fields."""
+    body = outcome.request.body
+    notes = []
+    if body.get("logprobs") and not result.logprobs and outcome.text:
+        notes.append("the server returned no log-probabilities")
+    if body.get("think") not in (None, False) and not (outcome.thinking or result.thinking):
+        notes.append("the server returned no thinking")
+    if result.done_reason is None and not (outcome.stopped or outcome.interrupted):
+        notes.append("the server did not say why the answer ended (no done_reason)")
+    return notes

@@ -24,6 +24,7 @@ __all__ = [
     "ServerUnreachable",
     "StreamError",
     "Unauthorized",
+    "quiet_interrupt",
 ]
 
 
@@ -157,3 +158,23 @@ class ModelOutputError(OllamaError):
     def __init__(self, message: str, *, raw: str = "", hint: str = "") -> None:
         super().__init__(message, hint=hint)
         self.raw = raw
+
+
+def quiet_interrupt(interrupt: BaseException, message: str) -> BaseException:
+    """Make IPython show ``message`` for a Ctrl-C that was handled, instead of its traceback.
+
+    The interrupt still propagates (so "Run All" stops), but its traceback runs through
+    requests, urllib3 and the socket: noise after the partial answer was kept. IPython's
+    ``showtraceback`` honours ``_render_traceback_`` on the exception it is given.
+    """
+
+    def render() -> list[str]:
+        if OllamaError.show_traceback:
+            import traceback
+
+            return traceback.format_exception(type(interrupt), interrupt, interrupt.__traceback__)
+        red, reset = ("\x1b[31m", "\x1b[0m") if _colour() else ("", "")
+        return [f"{red}Interrupted{reset}: {message}"]
+
+    interrupt._render_traceback_ = render  # type: ignore[attr-defined]
+    return interrupt

@@ -21,9 +21,10 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["interpolate"]
+__all__ = ["Interpolation", "interpolate", "interpolate_report"]
 
 # A replacement field: a name, then .attr / [index] parts, an optional !conversion and :spec.
 _FIELD = re.compile(
@@ -35,10 +36,35 @@ _FIELD = re.compile(
     re.VERBOSE,
 )
 _FORMATTER = string.Formatter()
+# A LaTeX command right before a brace (\\frac{x}, \\mathbf{v}) makes it an argument, not a field.
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+\*?\s*$|\}$")
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """A filled prompt, and which ``{fields}`` were filled or named nothing defined."""
+
+    text: str
+    filled: tuple[str, ...] = ()
+    """The fields replaced by values, as written (``name``, ``df.shape``), first use order."""
+    undefined: tuple[str, ...] = ()
+    """Fields whose name is not defined in the namespace: sent as typed."""
 
 
 def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
     """Fill ``{field}`` from ``namespace``; anything that is not such a field stays as typed."""
+    return interpolate_report(text, namespace).text
+
+
+def interpolate_report(text: str, namespace: Mapping[str, Any]) -> Interpolation:
+    """:func:`interpolate`, also saying which fields were filled and which named nothing.
+
+    >>> r = interpolate_report("{topic} for {audience}, \\\\frac{a}{b}", {"topic": "Entropy"})
+    >>> r.text, r.filled, r.undefined
+    ('Entropy for {audience}, \\\\frac{a}{b}', ('topic',), ('audience',))
+    """
+    filled: dict[str, None] = {}
+    undefined: dict[str, None] = {}
     out: list[str] = []
     opened: list[bool] = []  # for each open literal brace: was it written "{{"?
     i, n = 0, len(text)
@@ -52,10 +78,13 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
                 continue
             match = _FIELD.match(text, i)
             value = _format(match, namespace) if match else None
-            if value is not None:
+            if match and value is not None:
+                filled[match.group("field")] = None
                 out.append(value)
-                i = match.end()  # type: ignore[union-attr]
+                i = match.end()
                 continue
+            if match and _root(match) not in namespace and not _LATEX_COMMAND.search(text[:i]):
+                undefined[match.group("field")] = None
             opened.append(False)
             out.append("{")
             i += 1
@@ -77,14 +106,18 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
             while i < n and text[i] not in "{}":
                 i += 1
             out.append(text[start:i])
-    return "".join(out)
+    return Interpolation("".join(out), tuple(filled), tuple(undefined))
+
+
+def _root(match: re.Match[str]) -> str:
+    """The variable a field starts from: ``df`` in ``{df.shape[0]}``."""
+    return re.split(r"[.\[]", match.group("field"), maxsplit=1)[0]
 
 
 def _format(match: re.Match[str], namespace: Mapping[str, Any]) -> str | None:
     """The formatted field, or None when it names nothing or does not format."""
     field = match.group("field")
-    root = re.match(r"[A-Za-z_]\w*", field)
-    if root is None or root.group(0) not in namespace:
+    if _root(match) not in namespace:
         return None
     try:
         value, _ = _FORMATTER.get_field(field, (), namespace)

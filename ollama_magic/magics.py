@@ -17,7 +17,7 @@ from traitlets import Dict, Float, TraitError, Unicode, default, observe, valida
 
 from ollama_magic import admin
 from ollama_magic.admin import key_values
-from ollama_magic.client import Client, parse_host
+from ollama_magic.client import DEFAULT_HOST, Client, parse_host
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation, Conversations
 from ollama_magic.core import (
     AnswerView,
@@ -27,10 +27,11 @@ from ollama_magic.core import (
     keep_alive_value,
     newest_model,
 )
-from ollama_magic.errors import ModelOutputError, OllamaError
+from ollama_magic.errors import ModelNotFound, ModelOutputError, OllamaError, quiet_interrupt
 from ollama_magic.images import image_base64, thumbnails_html
-from ollama_magic.interpolate import interpolate
+from ollama_magic.interpolate import Interpolation, interpolate_report
 from ollama_magic.markdown import render_markdown
+from ollama_magic.options import SecretHeaders, check_duration, check_options
 from ollama_magic.render import escape
 from ollama_magic.structured import OutputFormat, output_format, plain_data
 from ollama_magic.tools import Toolbox
@@ -137,6 +138,40 @@ class OllamaMagics(Magics):
             client.close()
         self._clients.clear()
 
+    @observe("host", "model")
+    def _forget_default_model(self, change: Any) -> None:
+        self._default_models.clear()  # a new server or setting: choose the default afresh
+
+    @validate("options")
+    def _valid_options(self, proposal: Any) -> dict[str, Any]:
+        # Checked here, not by the server on every later cell (HTTP 500 "must be of type").
+        try:
+            return check_options(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("keep_alive")
+    def _valid_keep_alive(self, proposal: Any) -> str:
+        try:
+            return check_duration(str(proposal["value"]))
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("host")
+    def _valid_host(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip()
+        if value:
+            try:
+                parse_host(value)
+            except OllamaError as exc:
+                raise TraitError(exc.message) from None
+        return value
+
+    @validate("headers")
+    def _valid_headers(self, proposal: Any) -> SecretHeaders:
+        # Printed by %config and saved with a notebook's outputs: credentials show masked.
+        return SecretHeaders({str(k): str(v) for k, v in proposal["value"].items()})
+
     @validate("fps")
     def _valid_fps(self, proposal: Any) -> float:
         # Jupyter drops output above 1000 messages/s; a few updates per second read best.
@@ -153,8 +188,8 @@ class OllamaMagics(Magics):
         return value
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        self._clients: dict[str, Client] = {}
-        self._announced_model: str | None = None
+        self._clients: dict[tuple[str, str], Client] = {}
+        self._default_models: dict[str, str] = {}  # host -> the model chosen for it
         super().__init__(shell, **kwargs)
         self.conversations = Conversations()
         """Chat sessions by name; ``%%ollama --chat`` uses ``"default"``."""
@@ -163,10 +198,23 @@ class OllamaMagics(Magics):
 
     def client(self, host: str | None = None) -> Client:
         """The client for ``host`` (default: the configured one), reused across cells."""
-        key = parse_host(host or self.host or None)
+        url = parse_host(host or self.host or None)
+        key = (url, self._host_source(host))
         if key not in self._clients:
-            self._clients[key] = Client(key, headers=self.headers, timeout=self.timeout)
+            self._clients[key] = Client(
+                url, headers=self.headers, timeout=self.timeout, host_source=key[1]
+            )
         return self._clients[key]
+
+    def _host_source(self, host: str | None) -> str:
+        """Where the host comes from, so that errors say what to check."""
+        if host:
+            return "--host"
+        if self.host and self.host != os.environ.get("OLLAMA_HOST", ""):
+            return "the host setting (%ollama config host=…)"
+        if self.host:
+            return "OLLAMA_HOST"
+        return f"the host (OLLAMA_HOST is not set, so {DEFAULT_HOST} is used)"
 
     def _rich_output(self) -> bool:
         """Whether displays reach a frontend that renders HTML.
@@ -177,21 +225,32 @@ class OllamaMagics(Magics):
         return type(self.shell.display_pub) is not DisplayPublisher
 
     def resolve_model(self, explicit: str | None, client: Client) -> tuple[str, list[str]]:
-        """The model to use and a note on how it was chosen (for the footer)."""
+        """The model to use and a note on how it was chosen (for the footer).
+
+        With no model named or configured, the newest local model is chosen once per server
+        and kept: pulling another model later must not silently switch the cells' model.
+        """
         if explicit:
             return explicit, []
         if self.model:
             return self.model, []
+        if client.host in self._default_models:
+            return self._default_models[client.host], []
         name = newest_model(client)
-        if self._announced_model == name:
-            return name, []
-        self._announced_model = name  # say it once, not under every answer
-        return name, [f"{name} is the newest local model; set one with %ollama config model=NAME"]
+        self._default_models[client.host] = name
+        return name, [
+            f"{name} was chosen as the newest local model and stays the default in this "
+            "kernel (%ollama config model=NAME picks another)"
+        ]
+
+    def default_model(self, client: Client) -> str:
+        """The model a cell without one uses on ``client``'s server (chosen once, then kept)."""
+        return self.resolve_model(None, client)[0]
 
     # -- %%ollama ---------------------------------------------------------------------------
 
     @no_var_expand
-    @magic_arguments()
+    @magic_arguments(name="%ollama")
     @argument("model_name", nargs="?", metavar="MODEL", help="Model to use (or -m).")
     @argument("-m", "--model", help="Model to use; default: %%config OllamaMagics.model.")
     @argument("-c", "--chat", action="store_true", help="Continue the conversation (/api/chat).")
@@ -269,7 +328,10 @@ class OllamaMagics(Magics):
             What is entropy?
 
             %%ollama -o summary -t 0 --option stop='["\\n\\n"]'
-            Summarise in one paragraph: {df.describe()}
+            Summarise in one paragraph: {stats}
+
+        (``stats = df.describe().to_string()`` first: fields are names, attributes and
+        indexes, never calls, so ``{df.describe()}`` would be sent as typed.)
 
             %%ollama --dry-run
             Show me the request instead of sending it.
@@ -283,7 +345,12 @@ class OllamaMagics(Magics):
             return
         _check_arguments(args, cell)
         namespace = self.shell.user_ns
-        prompt = cell.strip() if args.no_interpolate else interpolate(cell.strip(), namespace)
+        filled = (
+            Interpolation(cell.strip())
+            if args.no_interpolate
+            else interpolate_report(cell.strip(), namespace)
+        )
+        prompt = filled.text
         client = self.client(args.host)
         explicit = args.model_name or args.model
         if args.dry_run and not (explicit or self.model):
@@ -300,8 +367,10 @@ class OllamaMagics(Magics):
         request.host, request.notes = client.host, notes
 
         if args.dry_run:
-            self._show_request(request)
+            self._show_request(request, filled)
             return
+        if filled.undefined and not args.quiet:
+            self._note(_undefined_note(filled.undefined))
         view = _RecordingView(self._view(args, notes, structured=output is not None))
         if images and isinstance(view.inner, NotebookView):
             display({"text/html": thumbnails_html(images, args.image), "text/plain": ""}, raw=True)
@@ -322,15 +391,38 @@ class OllamaMagics(Magics):
             namespace["_ollama_raw"] = error.raw
             error.hint = "The raw answer is in _ollama_raw; --retries N asks again, saying why."
             raise
-        except (KeyboardInterrupt, OllamaError):
-            # What arrived before the stream broke or was interrupted is still the user's.
-            if args.out and (view.started or view.partial):
-                namespace[args.out] = view.partial
+        except KeyboardInterrupt as interrupt:
+            # What arrived before the interrupt is still the user's; say so in one line.
+            kept = self._keep_partial(args, view)
+            raise quiet_interrupt(interrupt, kept) from None
+        except OllamaError as error:
+            self._keep_partial(args, view)
+            if isinstance(error, ModelNotFound) and self._default_models.get(client.host) == model:
+                del self._default_models[client.host]  # gone from the server: choose again
             raise
-        if outcome.result is not None and outcome.result.logprobs:
-            namespace["_ollama_logprobs"] = list(outcome.result.logprobs)
+        if request.body.get("logprobs"):
+            # Bound even when the server sent none, so an earlier cell's list cannot linger.
+            namespace["_ollama_logprobs"] = list(outcome.result.logprobs if outcome.result else ())
         if args.out:
             namespace[args.out] = _result_value(outcome, output, args.as_dataframe)
+
+    def _keep_partial(self, args: Any, view: _RecordingView) -> str:
+        """Bind the partial answer to ``-o``; a line saying what was kept."""
+        if args.out and (view.started or view.partial):
+            self.shell.user_ns[args.out] = view.partial
+        if not view.partial:
+            return "stopped before the model answered."
+        where = f", also in {args.out}" if args.out else ""
+        return f"the partial answer is kept ({len(view.partial)} characters{where})."
+
+    def _note(self, text: str) -> None:
+        """One muted line above the answer (plain text in a terminal)."""
+        if not self._rich_output():
+            print(text)
+            return
+        style = "color: var(--jp-ui-font-color2, #6e6e6e); font-size: 0.85em"
+        html = f'<div class="ollama-magic-note" style="{style}">{escape(text)}</div>'
+        display({"text/html": html, "text/plain": text}, raw=True)
 
     def _request(
         self,
@@ -373,7 +465,10 @@ class OllamaMagics(Magics):
         }
         options.update({key: value for key, value in flags.items() if value is not None})
         options.update(key_values(args.option, "--option"))
-        return options
+        try:
+            return check_options(options)
+        except ValueError as exc:
+            raise UsageError(f"--option: {exc}") from None
 
     def _tools(self, names: str | None) -> Toolbox | None:
         """The notebook functions named by --tools."""
@@ -394,10 +489,16 @@ class OllamaMagics(Magics):
             return TextView(notes=notes)
         return NotebookView(fps=self.fps, notes=notes, structured=structured)
 
-    def _show_request(self, request: Request) -> None:
+    def _show_request(self, request: Request, filled: Interpolation) -> None:
         text = request.to_json()
         html = render_markdown(f"```json\n{text}\n```")
         note = "Dry run: nothing was sent."
+        if filled.filled:
+            note += (
+                " Filled from the notebook: " + ", ".join(f"{{{f}}}" for f in filled.filled) + "."
+            )
+        if filled.undefined:
+            note += " " + _undefined_note(filled.undefined)
         if request.notes:
             note += " " + " ".join(request.notes)
         display(
@@ -473,10 +574,25 @@ class _RecordingView:
         self.inner.finish(outcome)
 
 
+def _undefined_note(names: tuple[str, ...]) -> str:
+    listed = ", ".join(f"{{{name}}}" for name in names)
+    verb = "is" if len(names) == 1 else "are"
+    return f"{listed} {verb} not defined in the notebook, so sent as typed."
+
+
 def _parse(magic: Any, line: str) -> Any:
     """Parse a magic's line with shell quoting (IPython's ``parse_argstring`` keeps quotes)."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"{exc} in: {line}") from None
-    return magic.parser.parse_args(words)
+    return parse_words(magic.parser, words)
+
+
+def parse_words(parser: Any, words: list[str]) -> Any:
+    """Parse with a magic's argument parser; a usage error carries the usage line."""
+    try:
+        return parser.parse_args(words)
+    except UsageError as error:
+        usage = " ".join(parser.format_usage().replace("::", "").split())
+        raise UsageError(f"{error}\nUsage: {usage}") from None

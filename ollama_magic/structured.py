@@ -85,6 +85,8 @@ class OutputFormat:
         return "JSON"
 
 
+_LIST_OF = re.compile(r"(?:list|List|typing\.List)\[\s*(.+?)\s*\]")
+
 _RAW_HINT = "The raw answer is kept (error.raw); --retries N asks again, saying what was wrong."
 
 
@@ -100,6 +102,17 @@ def output_format(spec: Any, namespace: Mapping[str, Any] | None = None) -> Outp
             return OutputFormat("json", "JSON")
         if namespace is not None and text in namespace:
             return output_format(namespace[text])
+        element = _LIST_OF.fullmatch(text)
+        if element:
+            # `-f list[Person]` names a list of what the variable holds, as list[Person]
+            # does in Python (ask(format=list[Person])); a schema dict becomes its array.
+            inner = output_format(element.group(1), namespace)
+            if inner.target is not None:
+                return output_format(list[inner.target])
+            if isinstance(inner.format, dict):
+                array = {"type": "array", "items": inner.format}
+                return OutputFormat(array, f"list[{inner.name}]")
+            return OutputFormat({"type": "array"}, "list[JSON]")
         if text.startswith("{"):
             try:
                 return output_format(json.loads(text))

@@ -123,6 +123,10 @@ class Chunk:
         )
 
 
+# No local model generates this fast; a figure above it comes from broken timings.
+_MAX_TOKENS_PER_SECOND = 20_000
+
+
 @dataclass(frozen=True)
 class Result:
     """A whole answer: the text, reasoning and tool calls of every chunk, and the final metrics."""
@@ -139,9 +143,40 @@ class Result:
     created_at: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """The final chunk (or the whole non-streamed reply) as sent."""
+    chunks: int = 0
+    """How many chunks brought text or reasoning (streamed answers; about one token each)."""
+    measured_tokens_per_second: float | None = None
+    """The speed measured here from the chunks' arrival times (streamed answers)."""
 
     def __str__(self) -> str:
         return self.content
+
+    @property
+    def stats_plausible(self) -> bool:
+        """Whether the server's token count and timing can be believed.
+
+        Ollama sends one chunk per token at most (a chunk can hold several), with durations in
+        nanoseconds. Servers that only imitate it send zeros, nothing, or a word count: fewer
+        "tokens" than chunks received.
+        """
+        rate = self.metrics.tokens_per_second
+        if rate is None or rate > _MAX_TOKENS_PER_SECOND:
+            return False
+        return not (self.chunks and (self.metrics.eval_count or 0) < self.chunks)
+
+    @property
+    def speed(self) -> tuple[float, bool] | None:
+        """Tokens per second, and whether it was measured here rather than by the server.
+
+        The server's own figure when its stats are plausible, else the one measured from the
+        chunks' arrival (None when neither is known, e.g. an unstreamed answer).
+        """
+        if self.stats_plausible and self.metrics.tokens_per_second is not None:
+            return self.metrics.tokens_per_second, False
+        measured = self.measured_tokens_per_second
+        if measured and measured <= _MAX_TOKENS_PER_SECOND:  # not a burst from a buffer
+            return measured, True
+        return None
 
     @property
     def message(self) -> dict[str, Any]:

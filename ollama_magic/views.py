@@ -113,7 +113,9 @@ class NotebookView:
 
     def _finish_thinking(self) -> None:
         if self._thinking.length and not self._thinking_folded:
-            self._thinking.finish(wrap=_thinking_done(self._thinking.text))
+            # The text/plain form (terminals, text exports) ends with a blank line, so the
+            # answer does not run on from the reasoning.
+            self._thinking.finish(wrap=_thinking_done(self._thinking.text), footer_text="\n\n")
             self._thinking_folded = True
 
     def retry(self, error: OllamaError, attempt: int, retries: int) -> None:
@@ -223,6 +225,7 @@ class TextView:
         self._out = out
         self._thinking_open = False
         self._notes = notes or []
+        self._last: str | None = None  # the last character written, for line breaks
 
     @property
     def out(self) -> TextIO:
@@ -230,25 +233,36 @@ class TextView:
 
     def thinking(self, text: str) -> None:
         if not self._thinking_open:
+            self._paragraph()  # a later round's reasoning starts on a line of its own
             self.out.write("Thinking: ")
             self._thinking_open = True
-        self.out.write(text)
-        self.out.flush()
+        self._write(text)
 
     def content(self, text: str) -> None:
         if self._thinking_open:
-            self.out.write("\n\n")
+            self._paragraph()  # the answer never runs on from the reasoning
             self._thinking_open = False
-        self.out.write(text)
-        self.out.flush()
+        self._write(text)
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.out.flush()
+            self._last = text[-1]
+
+    def _paragraph(self) -> None:
+        """A blank line, unless nothing was written yet or the text already ends with one."""
+        if self._last is not None:
+            self.out.write("\n\n" if self._last != "\n" else "\n")
+            self._last = "\n"
 
     def tool_call(self, call: ToolCall, result: str, failed: bool) -> None:
         arguments, short = _call_summary(call.arguments, result)
         kind = "error in" if failed else "tool"
-        self.out.write(f"\n[{kind} {call.name}({arguments}) -> {short}]\n")
+        self._write(f"\n[{kind} {call.name}({arguments}) -> {short}]\n")
 
     def retry(self, error: OllamaError, attempt: int, retries: int) -> None:
-        self.out.write(f"\n[{error.message} Asking again ({attempt}/{retries}).]\n")
+        self._write(f"\n[{error.message} Asking again ({attempt}/{retries}).]\n")
 
     def finish(self, outcome: Outcome) -> None:
         lines = []

@@ -87,7 +87,7 @@ def test_a_proxy_asking_for_credentials_says_how_to_give_them(client, fake_ollam
 def test_a_host_path_that_is_not_the_api_says_so(fake_ollama):
     with pytest.raises(NotOllama, match="404 page not found") as info:
         Client(fake_ollama.url + "/wrong/prefix").list()
-    assert "OLLAMA_HOST" in info.value.hint
+    assert "Check the host given to Client():" in info.value.hint
 
 
 # -- generate and chat ------------------------------------------------------------------------
@@ -354,7 +354,7 @@ def test_unreachable_server_names_the_host_and_how_to_start_one(dead_url):
     with pytest.raises(ServerUnreachable) as info:
         Client(dead_url).generate("llama3.2", "hi")
     assert dead_url in info.value.message and "connection refused" in info.value.message
-    assert "ollama serve" in info.value.hint and "OLLAMA_HOST" in info.value.hint
+    assert "ollama serve" in info.value.hint and "the host given to Client()" in info.value.hint
     assert not Client(dead_url).is_running()
 
 

@@ -125,7 +125,7 @@ def test_model_from_the_environment(fake_ollama, monkeypatch):
 def test_without_a_model_the_newest_local_one_is_used_and_named(ipython, fake_ollama):
     html = final_html(run(ipython, "", "hi"))
     assert last_body(fake_ollama)["model"] == "llama3.2:latest"
-    assert "llama3.2:latest is the newest local model" in html
+    assert "llama3.2:latest was chosen as the newest local model" in html
 
 
 def test_without_any_local_model_the_error_says_how_to_pull_one(ipython, fake_ollama):
@@ -432,7 +432,7 @@ def test_pulling_an_unknown_model_is_one_clear_error(ipython):
 
 def test_status(ipython, fake_ollama):
     text = line(ipython, "status").stdout
-    assert "server: running, version 0.33.0" in text
+    assert "server: Ollama 0.33.0" in text
     ipython.run_line_magic("config", "OllamaMagics.model = 'mistral'")
     assert "NOT pulled: %ollama pull mistral" in line(ipython, "status").stdout
 

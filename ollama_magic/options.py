@@ -1,0 +1,167 @@
+"""Settings checked when they are set, not when the server refuses them cells later.
+
+Ollama ignores options it does not know and answers a wrongly typed one with an HTTP 500
+(``option "temperature" must be of type float32``) on every request. So the option types of
+Ollama's ``api.Options`` are checked here, once, where the user sets them; this module imports
+nothing from IPython.
+
+>>> check_options({"temperature": "0.2", "stop": "###"})
+{'temperature': 0.2, 'stop': ['###']}
+>>> check_options({"num_ctx": "big"})
+Traceback (most recent call last):
+...
+ValueError: num_ctx must be a whole number, not 'big'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "OLLAMA_OPTIONS",
+    "SecretHeaders",
+    "check_duration",
+    "check_options",
+    "mask_headers",
+]
+
+_INT_OPTIONS = frozenset(
+    {
+        "num_ctx",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "num_thread",
+        "draft_num_predict",
+        "num_keep",
+        "seed",
+        "num_predict",
+        "top_k",
+        "repeat_last_n",
+    }
+)
+_FLOAT_OPTIONS = frozenset(
+    {
+        "top_p",
+        "min_p",
+        "typical_p",
+        "temperature",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+    }
+)
+_BOOL_OPTIONS = frozenset({"use_mmap"})
+
+#: The options Ollama's server accepts (api/types.go); it silently ignores any other.
+OLLAMA_OPTIONS = _INT_OPTIONS | _FLOAT_OPTIONS | _BOOL_OPTIONS | {"stop"}
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options with known ones checked (and numbers given as text converted).
+
+    Raises:
+        ValueError: an option of Ollama's has a value of the wrong type; the message names it.
+    """
+    return {key: _check_option(key, value) for key, value in options.items()}
+
+
+def _check_option(key: str, value: Any) -> Any:
+    if value is None or key not in OLLAMA_OPTIONS:
+        return value  # None is "not set"; unknown keys pass through on purpose (options.NAME)
+    if key == "stop":
+        if isinstance(value, str):
+            return [value]  # one stop sequence, as a user types it on the command line
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ValueError(f"stop must be a string or a list of strings, not {value!r}")
+    if key in _BOOL_OPTIONS:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key} must be true or false, not {value!r}")
+    number = _number(value)
+    if key in _INT_OPTIONS:
+        if number is None or number != int(number):
+            raise ValueError(f"{key} must be a whole number, not {value!r}")
+        return int(number)
+    if number is None:
+        raise ValueError(f"{key} must be a number, not {value!r}")
+    return number
+
+
+def _number(value: Any) -> float | None:
+    """A number from a number or its text; None for anything else (booleans included)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return None
+    return None
+
+
+# Go's time.ParseDuration: one or more numbers with units ("1h30m", "0.5s", "-1m").
+_GO_DURATION = re.compile(r"-?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+")
+_SECONDS = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+
+
+def check_duration(text: str) -> str:
+    """A keep-alive value as typed: seconds (``300``, ``-1``) or a duration (``"5m"``).
+
+    >>> check_duration(" 10m ")
+    '10m'
+    >>> check_duration("forever")
+    Traceback (most recent call last):
+    ...
+    ValueError: keep_alive takes seconds (300, -1 keeps the model loaded) or a duration like '5m' or '1h30m', not 'forever'
+    """  # noqa: E501
+    text = text.strip()
+    if text and not (_SECONDS.fullmatch(text) or _GO_DURATION.fullmatch(text)):
+        raise ValueError(
+            "keep_alive takes seconds (300, -1 keeps the model loaded) or a duration like "
+            f"'5m' or '1h30m', not {text!r}"
+        )
+    return text
+
+
+_CREDENTIAL = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie|auth", re.I)
+
+
+def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers with credential values masked, for anything a person or a notebook sees.
+
+    >>> mask_headers({"Authorization": "Bearer sk-12345678", "X-Api-Key": "k", "Accept": "*/*"})
+    {'Authorization': 'Bearer ****', 'X-Api-Key': '****', 'Accept': '*/*'}
+    """
+    return {key: _mask(key, value) for key, value in headers.items()}
+
+
+def _mask(key: str, value: str) -> str:
+    if not _CREDENTIAL.search(key):
+        return value
+    scheme, _, secret = str(value).partition(" ")
+    # "Bearer …"/"Basic …" keep the scheme, which helps debugging and reveals nothing.
+    return f"{scheme} ****" if secret and scheme.isalpha() else "****"
+
+
+class SecretHeaders(dict[str, str]):
+    """HTTP headers whose printed forms (repr, ``%config``, a cell's Out) mask credentials.
+
+    The values themselves are kept, since they must be sent; only what is shown is masked.
+
+    >>> SecretHeaders({"Authorization": "Bearer sk-secret"})
+    {'Authorization': 'Bearer ****'}
+    """
+
+    def __repr__(self) -> str:
+        return repr(mask_headers(self))
+
+    __str__ = __repr__
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
