@@ -53,7 +53,7 @@ def test_quickstart_runs_and_shows_streamed_markdown_answers(quickstart):
 def test_quickstart_status_models_and_history(quickstart):
     notebook, _ = quickstart
     status = cell_by_source(notebook, "%ollama status")
-    assert "server: running" in status.outputs[0].text
+    assert "server: Ollama 0.33.0" in status.outputs[0].text
     assert "<table>" in html_outputs(cell_by_source(notebook, "%ollama models"))[0]
     history = cell_by_source(notebook, "%ollama history").outputs[0].data["text/plain"]
     assert "What is a prime number?" in history and "List the first five of them." in history
@@ -70,6 +70,9 @@ def test_quickstart_interpolates_a_dataframe_and_binds_the_answer(quickstart):
     assert "Oslo" in prompt and "Cairo" in prompt
     printed = cell_by_source(notebook, 'print(f"{len(answer)}').outputs[0].text
     assert "characters, starting:" in printed
+    asked = cell_by_source(notebook, "%%ollama -o answer")
+    note = asked.outputs[0].data["text/plain"]
+    assert note == "{unit} is not defined in the notebook, so sent as typed."
 
 
 def test_quickstart_dry_run_keeps_json_braces(quickstart):
@@ -86,6 +89,10 @@ def test_quickstart_error_is_two_lines(quickstart):
     assert error.output_type == "error" and error.ename == "ModelNotFound"
     assert len(error.traceback) == 2
     assert "ollama pull no-such-model" in error.traceback[1]
+    (refused,) = cell_by_source(notebook, "%ollama config temperature=warm").outputs
+    # IPython prints usage errors on stderr, in one line, without a traceback.
+    assert refused.output_type == "stream" and refused.name == "stderr"
+    assert "UsageError: temperature: temperature must be a number, not 'warm'" in refused.text
 
 
 @pytest.fixture(scope="module")
