@@ -251,7 +251,8 @@ def _set(magics: OllamaMagics, key: str, value: Any, traits: list[str]) -> None:
                 " or an Ollama option (temperature, num_ctx, seed, …; options.NAME for others)."
             )
     except TraitError as exc:
-        raise UsageError(f"{key}: {exc} (the setting is unchanged)") from None
+        text = str(exc) if str(exc).startswith(option) else f"{key}: {exc}"
+        raise UsageError(f"{text} (the setting is unchanged)") from None
 
 
 def _check_model(model: str, client: Any) -> None:

@@ -92,7 +92,7 @@ def test_quickstart_error_is_two_lines(quickstart):
     (refused,) = cell_by_source(notebook, "%ollama config temperature=warm").outputs
     # IPython prints usage errors on stderr, in one line, without a traceback.
     assert refused.output_type == "stream" and refused.name == "stderr"
-    assert "UsageError: temperature: temperature must be a number, not 'warm'" in refused.text
+    assert "UsageError: temperature must be a number, not 'warm'" in refused.text
 
 
 @pytest.fixture(scope="module")
