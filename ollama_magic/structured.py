@@ -28,6 +28,7 @@ import datetime
 import enum
 import json
 import re
+import types
 from collections.abc import Mapping
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -108,7 +109,7 @@ def output_format(spec: Any, namespace: Mapping[str, Any] | None = None) -> Outp
             # does in Python (ask(format=list[Person])); a schema dict becomes its array.
             inner = output_format(element.group(1), namespace)
             if inner.target is not None:
-                return output_format(list[inner.target])
+                return output_format(types.GenericAlias(list, (inner.target,)))
             if isinstance(inner.format, dict):
                 array = {"type": "array", "items": inner.format}
                 return OutputFormat(array, f"list[{inner.name}]")
