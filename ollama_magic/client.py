@@ -465,13 +465,22 @@ class Client:
         return list(self._json("POST", "/api/embed", body, model=model).get("embeddings") or [])
 
     def is_running(self) -> bool:
-        """Whether an Ollama server answers at :attr:`host` (``HEAD /``), without raising."""
+        """Whether an Ollama server answers at :attr:`host` (``GET /api/tags``), without raising.
+
+        Not ``HEAD /``: "Ollama-compatible" adapters that serve the API may refuse it (405).
+        """
         try:
-            response = self._session.head(self.host + "/", timeout=(self.connect_timeout, 5.0))
+            response = self._session.get(
+                self.host + "/api/tags", timeout=(self.connect_timeout, 5.0)
+            )
         except requests.RequestException:
             return False
-        response.close()
-        return response.ok
+        with response:
+            try:
+                data = response.json() if response.ok else None
+            except ValueError:
+                return False  # a web page, not the API
+            return isinstance(data, dict) and "models" in data
 
     # -- transport -------------------------------------------------------------------------
 

@@ -414,7 +414,7 @@ def footer_parts(outcome: Outcome) -> list[str]:
     result = outcome.result
     if result is not None:
         metrics = result.metrics
-        if result.stats_plausible:
+        if result.count_plausible:
             parts.append(f"{metrics.eval_count} tokens")
         elif result.chunks:
             parts.append(f"≈{result.chunks} tokens")  # about one token a chunk

@@ -152,17 +152,19 @@ class Result:
         return self.content
 
     @property
-    def stats_plausible(self) -> bool:
-        """Whether the server's token count and timing can be believed.
+    def count_plausible(self) -> bool:
+        """Whether the server's token count can be believed.
 
-        Ollama sends one chunk per token at most (a chunk can hold several), with durations in
-        nanoseconds. Servers that only imitate it send zeros, nothing, or a word count: fewer
-        "tokens" than chunks received.
+        Ollama sends one chunk per token at most (a chunk can hold several). Servers that only
+        imitate it send zero, nothing, or a word count: fewer "tokens" than chunks received.
         """
+        return bool(self.metrics.eval_count) and (self.metrics.eval_count or 0) >= self.chunks
+
+    @property
+    def stats_plausible(self) -> bool:
+        """Whether the server's token count and its timing (nanoseconds) can be believed."""
         rate = self.metrics.tokens_per_second
-        if rate is None or rate > _MAX_TOKENS_PER_SECOND:
-            return False
-        return not (self.chunks and (self.metrics.eval_count or 0) < self.chunks)
+        return self.count_plausible and rate is not None and rate <= _MAX_TOKENS_PER_SECOND
 
     @property
     def speed(self) -> tuple[float, bool] | None:

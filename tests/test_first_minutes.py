@@ -291,3 +291,101 @@ def test_config_prints_headers_masked(ipython):
     assert secret not in line(ipython, "config").stdout
     # The value is still what is sent.
     assert magics(ipython).client().headers["x-api-key"] == secret
+
+
+# -- 12-15. "Ollama-compatible" adapters -----------------------------------------------------
+
+
+@pytest.fixture
+def adapter(monkeypatch):
+    """The stand-in imitating an Ollama-compatible adapter, and a shell pointed at it."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from ollama_magic.testing import FakeOllama
+
+    with FakeOllama(compat="adapter") as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        config = Config()
+        config.HistoryManager.enabled = False
+        shell = InteractiveShell.instance(config=config)
+        shell.extension_manager.load_extension("ollama_magic")
+        try:
+            yield shell, server
+        finally:
+            shell.extension_manager.unload_extension("ollama_magic")
+            InteractiveShell.clear_instance()
+
+
+def test_status_of_an_adapter_that_refuses_head_says_what_it_is(adapter):
+    shell, server = adapter
+    text = line(shell, "status").stdout
+    assert "not reachable" not in text
+    assert "server: an Ollama-compatible server, not Ollama itself (it has no /api/version)" in text
+    assert f"local models: {len(server.models)}" in text
+    assert Client(server.url).is_running()
+
+
+def test_status_of_something_that_is_not_ollama(ipython, fake_ollama):
+    line(ipython, f"config host={fake_ollama.url}/wrong")
+    text = line(ipython, "status").stdout
+    assert "server: answers, but not as Ollama does" in text
+    assert "Check the host setting (%ollama config host=…)" in text
+
+
+def test_an_error_line_before_any_token_is_mapped_like_its_http_error(adapter):
+    shell, server = adapter
+    with pytest.raises(ModelNotFound) as info:
+        run(shell, "nosuch", "hi")
+    assert info.value.status_code is None  # the server said 200
+    assert "ollama pull nosuch" in info.value.hint and "partial" not in str(info.value)
+    client = Client(server.url)
+    with pytest.raises(ModelNotFound):
+        client.generate("nosuch", "hi", stream=False)
+    with pytest.raises(ModelNotFound):
+        list(client.chat("nosuch", [{"role": "user", "content": "hi"}]))
+
+
+def test_an_unknown_error_before_any_token_does_not_speak_of_a_partial_answer(client, fake_ollama):
+    from ollama_magic import StreamError
+
+    fake_ollama.inject(Fault(error_after=0, error="the engine is busy"), times=1)
+    with pytest.raises(StreamError) as info:
+        list(client.generate("llama3.2", "hi"))
+    assert info.value.message.endswith("answered with an error before any text: the engine is busy")
+    assert "part-way" not in str(info.value) and "kept" not in str(info.value)
+
+
+def test_the_footer_says_what_the_server_dropped(adapter):
+    shell, _ = adapter
+    html = final_html(run(shell, "qwen3 --think --logprobs", "hi"))
+    assert "the server returned no log-probabilities" in html
+    assert "the server returned no thinking" in html
+    assert "the server did not say why the answer ended (no done_reason)" in html
+    assert shell.user_ns["_ollama_logprobs"] == []
+
+
+def test_the_footer_names_what_was_dropped_one_by_one(ipython, fake_ollama):
+    ipython.user_ns["_ollama_logprobs"] = ["from an earlier cell"]
+    fake_ollama.inject(Fault(drop=("logprobs",)), times=1)
+    html = final_html(run(ipython, "llama3.2 --logprobs", "hi"))
+    assert "the server returned no log-probabilities" in html
+    assert "no thinking" not in html and "no done_reason" not in html
+    assert ipython.user_ns["_ollama_logprobs"] == []
+    html = final_html(run(ipython, "llama3.2 --logprobs", "hi"))
+    assert "returned no log-probabilities" not in html
+    assert len(ipython.user_ns["_ollama_logprobs"]) > 3
+
+
+def test_implausible_stats_give_the_speed_measured_here(ipython, fake_ollama):
+    import re
+
+    fake_ollama.inject(Fault(stats="words", delay=0.02), times=1)
+    text = run(ipython, "llama3.2 --plain", "hi").stdout
+    footer = text.strip().splitlines()[-1]
+    match = re.search(r"≈(\d+) tokens · ≈([\d.]+) tokens/s \(measured here\)", footer)
+    assert match, footer
+    assert 10 < float(match.group(2)) < 60  # one chunk every 20 ms at most: under 50/s
+    fake_ollama.inject(Fault(delay=0.02), times=1)
+    footer = run(ipython, "llama3.2 --plain", "hi").stdout.strip().splitlines()[-1]
+    assert re.search(r"· \d+ tokens · [\d.]+ tokens/s", footer) and "≈" not in footer, footer
