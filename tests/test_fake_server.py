@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import pytest
 from pydantic import BaseModel, Field
 
 from ollama_magic.testing import FakeOllama, Fault, ModelSpec, RecordedRequest, Reply
+from ollama_magic.testing.__main__ import describe_pace, main, parse_args, server_from_args
+from ollama_magic.testing.headers import Headers
 
 REPO = Path(__file__).resolve().parents[1]
 CREATED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d*[1-9])?Z$")
@@ -1344,6 +1347,33 @@ def test_requests_are_recorded(server):
     assert server.last_request("/api/ps") is None
 
 
+def test_recorded_headers_match_names_whatever_their_case(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /api/tags HTTP/1.1\r\nHost: x\r\nauthorization: Bearer x\r\n"
+            b"X-Team: physics\r\nConnection: close\r\n\r\n"
+        )
+        while sock.recv(65536):
+            pass
+    headers = server.last_request("/api/tags").headers
+    assert headers["Authorization"] == "Bearer x"
+    assert headers.get("AUTHORIZATION") == "Bearer x"
+    assert "Authorization" in headers and "x-team" in headers
+    assert headers.get("X-Missing") is None and "X-Missing" not in headers
+    with pytest.raises(KeyError, match="X-Missing"):
+        headers["X-Missing"]
+    assert [name for name in headers if name != "Host"] == ["authorization", "X-Team", "Connection"]
+    assert headers == {
+        "AUTHORIZATION": "Bearer x",
+        "x-team": "physics",
+        "host": "x",
+        "connection": "close",
+    }
+    made_by_hand = RecordedRequest("GET", "/", {"Content-Type": "text/plain"}, None, b"")
+    assert isinstance(made_by_hand.headers, Headers)
+    assert made_by_hand.headers["content-type"] == "text/plain"
+
+
 def test_reset_restores_a_fresh_server(server):
     server.add_model("extra")
     server.add_reply("x", "y")
@@ -1455,6 +1485,138 @@ def test_fixed_port_and_restart():
 
 
 # ---------------------------------------------------------------------------------------------
+# pace: instant by default, realistic when asked (the command line asks)
+# ---------------------------------------------------------------------------------------------
+
+
+def timed_lines(port: int, path: str, body: Any) -> tuple[list[float], list[dict[str, Any]]]:
+    """Stream *path* and note when each NDJSON line arrives (time.monotonic)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=json.dumps(body))
+        resp = conn.getresponse()
+        assert resp.status == 200
+        times, lines = [], []
+        while line := resp.readline():
+            times.append(time.monotonic())
+            lines.append(json.loads(line))
+        return times, lines
+    finally:
+        conn.close()
+
+
+def test_fake_ollama_fixture_is_instant(fake_ollama):
+    assert (fake_ollama.token_delay, fake_ollama.pull_seconds) == (0.0, 0.0)
+    fake_ollama.add_reply("many", Reply(text=[f"t{i} " for i in range(50)]))
+    started = time.monotonic()
+    _, lines = timed_lines(fake_ollama.port, GENERATE, {"model": "llama3.2", "prompt": "many"})
+    _, progress = timed_lines(fake_ollama.port, "/api/pull", {"model": "gemma3"})
+    # At the command line's pace the answer alone would take 2 s and the pull 2 s more.
+    assert time.monotonic() - started < 1.0
+    assert len(lines) == 51 and progress[-1] == {"status": "success"}
+
+
+def test_token_delay_paces_each_token_streamed_or_not():
+    with FakeOllama(token_delay=0.05) as server:
+        server.add_reply("pace", Reply(text=[f"w{i} " for i in range(8)]))
+        body = {"model": "llama3.2", "prompt": "pace"}
+        times, lines = timed_lines(server.port, GENERATE, body)
+        assert text_of(lines, chat=False) == "".join(f"w{i} " for i in range(8))
+        spread = times[-2] - times[0]  # first to last token; the final chunk follows at once
+        assert 0.7 * 7 * 0.05 <= spread < 7 * 0.05 + 2.0
+        started = time.monotonic()
+        assert post(server, GENERATE, {**body, "stream": False}).status == 200
+        assert time.monotonic() - started >= 8 * 0.05 * 0.9  # generated at the same pace
+
+
+def test_faults_injected_later_compose_with_the_pace():
+    with FakeOllama(token_delay=0.04) as server:
+        server.add_reply("go", Reply(text=["a", "b", "c", "d", "e"]))
+        server.inject(Fault(error_after=3), times=1)
+        started = time.monotonic()
+        lines = stream_lines(server, GENERATE, {"model": "llama3.2", "prompt": "go"})
+        assert [line.get("response") for line in lines] == ["a", "b", "c", None]
+        assert lines[-1] == {"error": "an error was encountered while running the model"}
+        assert time.monotonic() - started >= 3 * 0.04 * 0.9
+        server.inject(Fault(delay=0.04), times=1)  # a slow-model fault adds to the pace
+        times, _ = timed_lines(server.port, GENERATE, {"model": "llama3.2", "prompt": "go"})
+        assert times[-2] - times[0] >= 4 * 0.08 * 0.8
+
+
+def test_pull_seconds_spreads_progress_over_the_pull_and_installs_at_the_end():
+    with FakeOllama(pull_seconds=0.6) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            started = time.monotonic()
+            conn.request("POST", "/api/pull", body=json.dumps({"model": "gemma3"}))
+            resp = conn.getresponse()
+            times, lines, listed_while_pulling = [], [], []
+            while line := resp.readline():
+                times.append(time.monotonic())
+                lines.append(json.loads(line))
+                if lines[-1].get("completed") and len(listed_while_pulling) < 1:
+                    tags = call(server, "GET", "/api/tags").json()["models"]
+                    listed_while_pulling.append("gemma3:latest" in [m["name"] for m in tags])
+            elapsed = time.monotonic() - started
+        finally:
+            conn.close()
+        assert lines[0] == {"status": "pulling manifest"} and lines[-1] == {"status": "success"}
+        weights = lines[1]["digest"]
+        updates = [t for t, line in zip(times, lines, strict=True) if line.get("digest") == weights]
+        assert len(updates) >= 6  # a progress bar that moves, not a jump to 100 %
+        assert updates[-1] - updates[1] >= 0.3  # the download takes most of the time
+        assert 0.6 <= elapsed < 0.6 + 2.0
+        assert listed_while_pulling == [False]  # not installed before it is complete
+        assert "gemma3:latest" in [m.name for m in server.models]
+        server.add_remote_model("tiny", size=1_000_000)
+        started = time.monotonic()
+        single = post(server, "/api/pull", {"model": "tiny", "stream": False})
+        assert single.json() == {"status": "success"}
+        assert time.monotonic() - started >= 0.6  # as long, without the lines
+
+
+@pytest.mark.parametrize(
+    ("pace", "path", "body"),
+    [
+        ({"token_delay": 30.0}, GENERATE, {"model": "llama3.2", "prompt": "wait"}),
+        ({"pull_seconds": 300.0}, "/api/pull", {"model": "gemma3"}),
+    ],
+)
+def test_stop_interrupts_the_pace(pace, path, body):
+    server = FakeOllama(**pace).start()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        sock.sendall(request_bytes(server, path, body))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # under way, waiting at its pace
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 1.0
+        assert server.requests[0].finished.is_set()
+    finally:
+        sock.close()
+
+
+def test_a_client_leaving_a_paced_pull_is_noticed_and_gets_no_model():
+    with FakeOllama(pull_seconds=300.0) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request_bytes(server, "/api/pull", {"model": "gemma3"}))
+            data = b""
+            while b"pulling manifest" not in data:
+                data += sock.recv(4096)
+        record = server.last_request("/api/pull")
+        assert record is not None and record.finished.wait(5)
+        assert record.client_disconnected
+        assert "gemma3:latest" not in [m.name for m in server.models]
+
+
+def test_pace_is_validated():
+    with pytest.raises(ValueError, match="negative"):
+        FakeOllama(token_delay=-0.1)
+    with pytest.raises(ValueError, match="negative"):
+        FakeOllama(pull_seconds=-1)
+
+
+# ---------------------------------------------------------------------------------------------
 # command line and pytest plugin
 # ---------------------------------------------------------------------------------------------
 
@@ -1502,6 +1664,91 @@ def test_cli_reports_a_busy_port(server):
     done = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=30)
     assert done.returncode == 1
     assert f"port {server.port}" in done.stderr and "already in use" in done.stderr
+
+
+def test_cli_defaults_to_a_realistic_pace_and_zero_means_instant():
+    args = parse_args([])
+    assert (args.delay, args.pull_seconds, args.compat, args.port) == (0.04, 2.0, "ollama", 11434)
+    paced = server_from_args(args)
+    assert (paced.token_delay, paced.pull_seconds) == (0.04, 2.0)
+    instant = server_from_args(parse_args(["--delay", "0", "--pull-seconds", "0", "--port", "0"]))
+    assert (instant.token_delay, instant.pull_seconds) == (0.0, 0.0)
+    with instant:
+        instant.add_reply("many", Reply(text=["x"] * 50))
+        started = time.monotonic()
+        stream_lines(instant, GENERATE, {"model": "llama3.2", "prompt": "many"})
+        assert time.monotonic() - started < 1.0  # 2 s at the default pace
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--delay", "-1"], "--delay must not be negative"),
+        (["--pull-seconds", "-0.5"], "--pull-seconds must not be negative"),
+        (["--compat", "openai"], "invalid choice: 'openai'"),
+        (["--delay", "fast"], "invalid float value: 'fast'"),
+    ],
+)
+def test_cli_rejects_bad_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_help_describes_the_pace(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default 0.04, about 25 tokens/s; 0: instant answers" in text
+    assert "--pull-seconds SECONDS" in text and "(default 2; 0: instant pulls)" in text
+    assert "--compat {ollama,adapter}" in text
+
+
+@pytest.mark.parametrize(
+    ("delay", "pull", "expected"),
+    [
+        (0.04, 2.0, "about 25 tokens/s, pulls take about 2 s; --delay 0 --pull-seconds 0 for"),
+        (0.04, 0.0, "about 25 tokens/s; --delay 0 for instant answers"),
+        (0.5, 0.0, "about 2 tokens/s; --delay 0 for instant answers"),
+        (0.0, 1.5, "pulls take about 1.5 s; --pull-seconds 0 for instant answers"),
+        (0.0, 0.0, "instant answers"),
+    ],
+)
+def test_describe_pace(delay, pull, expected):
+    assert describe_pace(delay, pull).startswith(expected)
+
+
+def read_line(stream: Any, timeout: float) -> str:
+    """One line of a child's output, failing (not hanging) if none comes in time."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, f"no output within {timeout} s"
+    return stream.readline()
+
+
+def test_cli_serves_at_a_realistic_pace_by_default():
+    command = [sys.executable, "-m", "ollama_magic.testing", "--port", "0", "--quiet"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+    )
+    try:
+        banner = read_line(proc.stdout, 15)
+        assert "(about 25 tokens/s, pulls take about 2 s; --delay 0" in banner, banner
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))
+        body = {"model": "llama3.2", "prompt": "Hi", "options": {"num_predict": 10}}
+        times, lines = timed_lines(port, GENERATE, body)
+        assert len(lines) == 11 and lines[-1]["done_reason"] == "length"
+        assert 0.7 * 9 * 0.04 <= times[-2] - times[0] < 9 * 0.04 + 2.0
+        times, lines = timed_lines(port, "/api/pull", {"model": "gemma3"})
+        assert lines[-1] == {"status": "success"}
+        progress = [t for t, line in zip(times, lines, strict=True) if "completed" in line]
+        assert len(progress) >= 10
+        assert 2.0 * 0.9 <= times[-1] - times[0] < 2.0 + 3.0
+        assert progress[-1] - progress[0] >= 1.0  # spread over the time, not all at the end
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.returncode == 0
 
 
 def test_pytest_plugin_fixture(tmp_path):

@@ -24,7 +24,11 @@ In pytest, the `fake_ollama` fixture (installed with the package) gives a starte
         fake_ollama.add_reply("hello", "Hi!")
         ...  # e.g. set OLLAMA_HOST=fake_ollama.url
 
-From a shell, `python -m ollama_magic.testing --port 11434` serves until Ctrl-C.
+From a shell, `python -m ollama_magic.testing --port 11434` serves until Ctrl-C. It answers at
+a real server's pace (about 25 tokens/s, two-second pulls; `--delay 0 --pull-seconds 0` for
+instant answers), whereas `FakeOllama()` and the fixture are instant unless given
+`token_delay=` / `pull_seconds=`. `FakeOllama(compat="adapter")` (`--compat adapter`) imitates
+an "Ollama-compatible" proxy in front of another engine instead of the real server.
 """
 
 from __future__ import annotations

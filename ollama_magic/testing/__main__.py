@@ -1,4 +1,10 @@
-"""Command line: `python -m ollama_magic.testing [--port 11434] [--delay SECONDS]`."""
+"""Command line: `python -m ollama_magic.testing [--port 11434] [--delay SECONDS]
+[--pull-seconds SECONDS] [--compat {ollama,adapter}] [--quiet]`.
+
+Unlike `FakeOllama()`, which answers instantly as tests want, the command line serves at the
+pace of a real server by default (about 25 tokens/s, two-second pulls), so a person watching a
+notebook sees answers stream and pulls progress; `--delay 0 --pull-seconds 0` makes it instant.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +16,89 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from ollama_magic.testing.replies import Fault
+from ollama_magic.testing import compat
 from ollama_magic.testing.server import HOST, FakeOllama, port_is_free
 
+DEFAULT_DELAY = 0.04  # seconds per token: about 25 tokens/s, a small model on a laptop
+DEFAULT_PULL_SECONDS = 2.0  # long enough to watch the progress, short enough not to bore
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Serve the stand-in until Ctrl-C (or SIGTERM); returns the exit status."""
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line's options (exits with status 2 and a usage message on bad ones)."""
     parser = argparse.ArgumentParser(
         prog="python -m ollama_magic.testing",
         description="Serve a stand-in Ollama API (canned replies, no real model) on 127.0.0.1.",
     )
     parser.add_argument("--port", type=int, default=11434, help="port (default 11434; 0: any)")
     parser.add_argument(
-        "--delay", type=float, default=0.0, help="seconds to wait before each streamed token"
+        "--delay",
+        type=float,
+        default=DEFAULT_DELAY,
+        metavar="SECONDS",
+        help=f"seconds to wait before each generated token (default {DEFAULT_DELAY}, about "
+        f"{1 / DEFAULT_DELAY:.0f} tokens/s; 0: instant answers)",
+    )
+    parser.add_argument(
+        "--pull-seconds",
+        type=float,
+        default=DEFAULT_PULL_SECONDS,
+        metavar="SECONDS",
+        help=f"about how long pulling a model takes, with progress along the way "
+        f"(default {DEFAULT_PULL_SECONDS:g}; 0: instant pulls)",
+    )
+    parser.add_argument(
+        "--compat",
+        choices=compat.MODES,
+        default=compat.OLLAMA,
+        help="behave like the real Ollama server (default), or like an 'Ollama-compatible' "
+        "adapter: no HEAD / or /api/version, missing models as 200 with an error line, word "
+        "counts and no durations, no logprobs, thinking or done_reason",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
     if args.delay < 0:
         parser.error("--delay must not be negative")
+    if args.pull_seconds < 0:
+        parser.error("--pull-seconds must not be negative")
+    return args
 
+
+def server_from_args(args: argparse.Namespace) -> FakeOllama:
+    """The (not yet started) server the parsed options describe."""
+    return FakeOllama(
+        port=args.port,
+        token_delay=args.delay,
+        pull_seconds=args.pull_seconds,
+        compat=args.compat,
+    )
+
+
+def describe_pace(token_delay: float, pull_seconds: float) -> str:
+    """How fast the server answers, for the start-up line.
+
+    >>> describe_pace(0.04, 2.0)
+    'about 25 tokens/s, pulls take about 2 s; --delay 0 --pull-seconds 0 for instant answers'
+    >>> describe_pace(0.04, 0)
+    'about 25 tokens/s; --delay 0 for instant answers'
+    >>> describe_pace(0, 0)
+    'instant answers'
+    """
+    parts, flags = [], []
+    if token_delay:
+        rate = 1 / token_delay
+        parts.append(f"about {rate:.0f} tokens/s" if rate >= 10 else f"about {rate:.2g} tokens/s")
+        flags.append("--delay 0")
+    if pull_seconds:
+        parts.append(f"pulls take about {pull_seconds:g} s")
+        flags.append("--pull-seconds 0")
+    if not parts:
+        return "instant answers"
+    return f"{', '.join(parts)}; {' '.join(flags)} for instant answers"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the stand-in until Ctrl-C (or SIGTERM); returns the exit status."""
+    args = parse_args(argv)
     if args.port and not port_is_free(args.port):
         print(
             f"error: port {args.port} on {HOST} is already in use "
@@ -38,9 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    server = FakeOllama(port=args.port)
-    if args.delay:
-        server.inject(Fault(delay=args.delay))
+    server = server_from_args(args)
     try:
         server.start()
     except OSError as exc:  # lost a race for the port
@@ -53,9 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
+    kind = "'Ollama-compatible' adapter" if args.compat == compat.ADAPTER else "Ollama server"
     print(
-        f"Stand-in Ollama server (canned replies, no real model) listening on {server.url}"
-        " - press Ctrl-C to stop",
+        f"Stand-in {kind} (canned replies, no real model) listening on {server.url}"
+        f" ({describe_pace(args.delay, args.pull_seconds)}) - press Ctrl-C to stop",
         flush=True,
     )
     try:

@@ -1,4 +1,4 @@
-"""Model names, model descriptions, and the stand-in's default and pullable models."""
+"""Model names, model descriptions, the stand-in's default and pullable models, pull progress."""
 
 from __future__ import annotations
 
@@ -452,3 +452,44 @@ def layers_for(spec: ModelSpec) -> list[Layer]:
         for kind, size in small.items()
     ]
     return layers
+
+
+PULL_TICK = 0.1  # seconds between progress lines of a layer while a paced pull downloads
+# How a paced pull's time divides: downloading, verifying the digest, writing the manifest.
+PULL_SHARES = (0.8, 0.15, 0.05)
+
+
+def pull_progress(
+    remote: ModelSpec, present: bool, seconds: float = 0.0
+) -> list[tuple[float, dict[str, Any]]]:
+    """The progress lines of pulling *remote*, up to `writing manifest`, each with the pause
+    (in seconds) to make before it; `success` follows after `PULL_SHARES[2] * seconds`.
+
+    Instant (*seconds* 0), each layer to download gets four updates. Paced, the download takes
+    most of the time, shared among the layers by size, and a layer updates about every
+    `PULL_TICK` seconds, so the weights fill a progress bar while the small blobs flash by.
+    Layers already *present* are a single line each and take no time.
+
+    >>> lines = pull_progress(ModelSpec("demo", size=10_000), present=False, seconds=2.0)
+    >>> round(sum(pause for pause, _ in lines), 6), len(lines)
+    (1.9, 34)
+    """
+    download, verify, _ = (share * seconds for share in PULL_SHARES)
+    layers = layers_for(remote)
+    size = sum(layer.size for layer in layers) or 1
+    plan: list[tuple[float, dict[str, Any]]] = [(0.0, {"status": "pulling manifest"})]
+    for layer in layers:
+        status = f"pulling {layer.digest[7:19]}"
+        line: dict[str, Any] = {"status": status, "digest": layer.digest, "total": layer.size}
+        if present:
+            plan.append((0.0, {**line, "completed": layer.size}))
+            continue
+        share = download * layer.size / size
+        steps = max(4, round(share / PULL_TICK))
+        plan.append((0.0, line))
+        plan += [
+            (share / steps, {**line, "completed": layer.size * step // steps})
+            for step in range(1, steps + 1)
+        ]
+    plan += [(0.0, {"status": "verifying sha256 digest"}), (verify, {"status": "writing manifest"})]
+    return plan

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ollama_magic.testing import compat
 from ollama_magic.testing.catalog import ModelSpec, parse_model_name
 from ollama_magic.testing.replies import (
     Fault,
@@ -242,10 +243,13 @@ def _validate(
     if not 0 <= top <= 20:
         raise ApiError(400, "top_logprobs must be between 0 and 20")
     name = request.get("model", "")
+    missing = compat.missing_model_status(handler.fake.compat)
     if not name:
         # generate and chat disagree here on the real server.
-        raise ApiError(400, "model is required") if chat else ApiError(404, "model '' not found")
-    spec = local_model(handler, name)
+        if chat:
+            raise ApiError(400, "model is required")
+        raise ApiError(missing, "model '' not found")
+    spec = local_model(handler, name, missing_status=missing)
     parsed = parse_model_name(name)  # valid: local_model checked it
     keep_alive = keep_alive_ns(request.get("keep_alive"))
     empty = not request.get("messages") if chat else not request.get("prompt")
@@ -395,7 +399,8 @@ def _plan(handler: RequestHandler, record: RecordedRequest, context: Context) ->
         for index, (call_id, name, arguments) in enumerate(calls)
     ]
     path = "/api/chat" if context.chat else "/api/generate"
-    fault = handler.fake._take_fault(path, context.model, http=False) or reply.fault or Fault()
+    fault = handler.fake._take_fault(path, context.model, http=False) or reply.fault
+    fault = handler.fake._answer_fault(fault)  # with the server's pace and compat mode
     return Plan(
         thinking=thinking,
         content=content,
@@ -419,7 +424,16 @@ class _Timing:
     eval_count: int = 0
 
 
-def _metrics(context: Context, fault: Fault, timing: _Timing) -> dict[str, int]:
+def _prompt_words(context: Context) -> int:
+    """Whitespace-separated words of what the model reads: system and prompt, or messages."""
+    if context.chat:
+        parts = [str(message.get("content", "")) for message in context.messages]
+    else:
+        parts = [str(context.request.get(key, "")) for key in ("system", "prompt")]
+    return len(" ".join(parts).split())
+
+
+def _metrics(context: Context, plan: Plan, timing: _Timing) -> dict[str, int]:
     """Final-chunk metrics (nanoseconds), zero values omitted like Go's omitempty."""
     names = (
         "total_duration",
@@ -429,10 +443,18 @@ def _metrics(context: Context, fault: Fault, timing: _Timing) -> dict[str, int]:
         "eval_count",
         "eval_duration",
     )
+    fault = plan.fault
     if fault.stats == "omit":
         return {}
     if fault.stats == "zero":
         return dict.fromkeys(names, 0)
+    if fault.stats == "words":
+        # An adapter counts words of the texts it relays and measures no durations.
+        words = {
+            "prompt_eval_count": _prompt_words(context),
+            "eval_count": len("".join(plan.content).split()),
+        }
+        return {name: words.get(name, 0) for name in names}
     now = time.perf_counter_ns()
     values = (
         now - context.started,
@@ -446,7 +468,12 @@ def _metrics(context: Context, fault: Fault, timing: _Timing) -> dict[str, int]:
     return {name: max(1, value) for name, value in zip(names, values, strict=True)}
 
 
-def _chunk(context: Context, kind: str, payload: Any) -> dict[str, Any]:
+def _logprobs_wanted(context: Context, fault: Fault) -> bool:
+    """Whether answers carry `logprobs`: asked for, and not dropped by the fault."""
+    return bool(context.request.get("logprobs")) and "logprobs" not in fault.drop
+
+
+def _chunk(context: Context, fault: Fault, kind: str, payload: Any) -> dict[str, Any]:
     """A non-final chunk carrying one thinking/content token or one tool call."""
     out: dict[str, Any] = {"model": context.model, "created_at": rfc3339nano()}
     if context.chat:
@@ -465,7 +492,7 @@ def _chunk(context: Context, kind: str, payload: Any) -> dict[str, Any]:
         if kind == "thinking":
             out["thinking"] = payload
         out["done"] = False
-    if kind == "content" and context.request.get("logprobs"):
+    if kind == "content" and _logprobs_wanted(context, fault):
         out["logprobs"] = [
             token_logprobs(payload, context.request.get("top_logprobs", 0), context.seed)
         ]
@@ -484,7 +511,8 @@ def _final(
 ) -> dict[str, Any]:
     """The `done: true` object (the last chunk, or the whole `stream: false` answer)."""
     out: dict[str, Any] = {"model": context.model, "created_at": rfc3339nano()}
-    metrics = _metrics(context, plan.fault, timing)
+    metrics = _metrics(context, plan, timing)
+    done_reason = {} if "done_reason" in plan.fault.drop else {"done_reason": plan.done_reason}
     if context.chat:
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if thinking:
@@ -493,7 +521,7 @@ def _final(
             message["tool_calls"] = tool_calls
         out["message"] = message
         out["done"] = True
-        out["done_reason"] = plan.done_reason
+        out.update(done_reason)
         if logprobs:
             out["logprobs"] = logprobs
         out.update(metrics)
@@ -502,7 +530,7 @@ def _final(
     if thinking:
         out["thinking"] = thinking
     out["done"] = True
-    out["done_reason"] = plan.done_reason
+    out.update(done_reason)
     if plan.fault.empty_context:
         out["context"] = []
     elif not context.request.get("raw"):
@@ -532,7 +560,9 @@ def _answer(handler: RequestHandler, record: RecordedRequest, context: Context) 
         return
     if fault.reset_connection:
         handler.reset_pending = True  # answer normally, then reset this keep-alive connection
-    events: list[tuple[str, Any]] = [("thinking", t) for t in plan.thinking]
+    # Dropped thinking is still generated (it counts as evaluated tokens) but never sent.
+    thinking = [] if "thinking" in fault.drop else plan.thinking
+    events: list[tuple[str, Any]] = [("thinking", t) for t in thinking]
     events += [("content", t) for t in plan.content]
     if context.chat:
         events += [("tool", call) for call in plan.tool_calls]
@@ -560,17 +590,20 @@ def _release(handler: RequestHandler, context: Context) -> None:
         handler.fake._unload(context.spec)
 
 
-def local_model(handler: RequestHandler, name: str, not_found: str | None = None) -> Any:
+def local_model(
+    handler: RequestHandler, name: str, not_found: str | None = None, *, missing_status: int = 404
+) -> Any:
     """The local model named ``name``, or the server's 400 (bad name) / 404 (not there).
 
-    ``not_found`` replaces the 404 text where the real server words it differently.
+    ``not_found`` replaces the 404 text where the real server words it differently;
+    ``missing_status`` replaces the 404 itself (an adapter answers 200).
     """
     parsed = parse_model_name(name)
     if parsed is None:
         raise ApiError(400, "invalid model name")
     spec = handler.fake._lookup(parsed)
     if spec is None:
-        raise ApiError(404, not_found or f"model '{name}' not found")
+        raise ApiError(missing_status, not_found or f"model '{name}' not found")
     return spec
 
 
@@ -601,7 +634,7 @@ def _stream(
     writer = StreamWriter(handler)
     writer.start()
     for kind, payload in _paced(handler, fault, timing, events):
-        writer.line(_chunk(context, kind, payload), split_utf8=fault.split_utf8)
+        writer.line(_chunk(context, fault, kind, payload), split_utf8=fault.split_utf8)
     if fault.error_after is not None:
         error: dict[str, Any] = {"error": fault.error_text}
         if fault.error_done:
@@ -614,7 +647,7 @@ def _stream(
         return
     calls = [] if context.chat else plan.tool_calls  # chat sent them in their own chunks
     logprobs = []
-    if final_text and context.request.get("logprobs"):
+    if final_text and _logprobs_wanted(context, fault):
         logprobs = [
             token_logprobs(final_text, context.request.get("top_logprobs", 0), context.seed)
         ]
@@ -645,7 +678,7 @@ def _collect(
         return
     text = "".join(plan.content)
     logprobs = []
-    if context.request.get("logprobs"):
+    if _logprobs_wanted(context, fault):
         top = context.request.get("top_logprobs", 0)
         logprobs = [token_logprobs(t, top, context.seed) for t in plan.content]
     # Chat keeps tool calls only when the request offered tools (writeChatResponse).
@@ -655,7 +688,7 @@ def _collect(
         plan,
         timing,
         text=text,
-        thinking="".join(plan.thinking),
+        thinking="" if "thinking" in fault.drop else "".join(plan.thinking),
         tool_calls=plan.tool_calls if keep_calls else [],
         logprobs=logprobs,
     )

@@ -15,8 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ollama_magic.testing import generation
-from ollama_magic.testing.catalog import layers_for, parse_model_name
+from ollama_magic.testing import compat, generation
+from ollama_magic.testing.catalog import PULL_SHARES, parse_model_name, pull_progress
+from ollama_magic.testing.headers import Headers
 from ollama_magic.testing.replies import Fault, count_tokens, embedding, normalize
 from ollama_magic.testing.server import RecordedRequest
 from ollama_magic.testing.wire import (
@@ -166,7 +167,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.server.track(self.connection)
         self.reset_pending = False  # a reset_connection fault: reset on the next request
         self.closed = False
-        self.record = RecordedRequest("", "", {}, None, b"")
+        self.record = RecordedRequest("", "", Headers(), None, b"")
 
     def finish(self) -> None:
         try:
@@ -224,7 +225,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         except (OSError, ValueError):
             self.close_connection = True
             return
-        headers = {key.lower(): value for key, value in self.headers.items()}
+        headers = Headers(self.headers.items())
         self.record = record = RecordedRequest(self.command, path, headers, _json_or_none(raw), raw)
         self.fake._record(record)
         self.response_started = False
@@ -251,7 +252,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def route(self, record: RecordedRequest, started: int) -> None:
         """Pick the endpoint; apply HTTP-level faults first."""
-        methods = ROUTES.get(record.path)
+        methods = ROUTES_BY_COMPAT[self.fake.compat].get(record.path)
         if methods is None:
             self.respond_bytes(404, "text/plain", b"404 page not found")
             return
@@ -320,11 +321,18 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.respond_bytes(status, content_type, go_json(obj))
 
     def respond_error(self, status: int, message: str, content_type: str = JSON_UTF8) -> None:
-        """`{"error": message}` with *status*."""
+        """`{"error": message}` with *status*.
+
+        With 200 (how some adapters report errors) it is one NDJSON line instead, as it would
+        come on a stream: a client finds the error only by reading the body.
+        """
+        if status == 200:
+            self.respond_bytes(200, NDJSON, go_json({"error": message}) + b"\n")
+            return
         self.respond_json(status, {"error": message}, content_type)
 
     def apply_http_fault(self, fault: Fault) -> None:
-        """Answer with the fault's status (JSON error or a plain body)."""
+        """Answer with the fault's status (JSON error, NDJSON error line for 200, or a body)."""
         assert fault.status is not None
         if fault.body is not None:
             self.respond_bytes(fault.status, fault.content_type, fault.body.encode("utf-8"))
@@ -341,7 +349,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise Aborted
 
     def load(self, seconds: float) -> None:
-        """Wait *seconds* before answering, as a model loads; stop early if the client leaves."""
+        """Wait *seconds* (as a model loads, or a pull downloads); stop early if the client
+        leaves (ClientGone) or the server stops (Aborted)."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             self.pause(min(left, 0.02))
@@ -427,7 +436,8 @@ def show(handler: RequestHandler, record: RecordedRequest, started: int) -> None
 
 
 def pull(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`POST /api/pull`: progress lines, then the model is installed."""
+    """`POST /api/pull`: progress lines (at the server's `pull_seconds` pace), then the model
+    is installed."""
     fields = {
         "model": "string",
         "name": "string",
@@ -455,41 +465,24 @@ def pull(handler: RequestHandler, record: RecordedRequest, started: int) -> None
         return
     local = handler.fake._lookup(parsed)
     present = local is not None and local.digest == remote.digest
-    lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
-    for layer in layers_for(remote):
-        status = f"pulling {layer.digest[7:19]}"
-        if present:
-            lines.append(
-                {
-                    "status": status,
-                    "digest": layer.digest,
-                    "total": layer.size,
-                    "completed": layer.size,
-                }
-            )
-            continue
-        lines.append({"status": status, "digest": layer.digest, "total": layer.size})
-        for step in (1, 2, 3, 4):  # a few progress updates per layer, ending at the total
-            completed = layer.size * step // 4
-            lines.append(
-                {
-                    "status": status,
-                    "digest": layer.digest,
-                    "total": layer.size,
-                    "completed": completed,
-                }
-            )
-    lines += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}]
-    handler.fake._install(remote.renamed(parsed.display))
-    lines.append({"status": "success"})
+    seconds = handler.fake.pull_seconds
+    plan = pull_progress(remote, present, seconds)
+    last_pause = PULL_SHARES[-1] * seconds  # writing the manifest, before "success"
     if not stream:
+        handler.load(sum(pause for pause, _ in plan) + last_pause)  # as long, without lines
+        handler.fake._install(remote.renamed(parsed.display))
         handler.respond_json(200, {"status": "success"}, JSON_PLAIN)
         return
     writer = StreamWriter(handler)
     writer.start()
-    for line in lines:
+    for pause, line in plan:
+        handler.load(pause)
         handler.check_client()
         writer.line(line)
+    handler.load(last_pause)
+    # Installed only once complete: a client that leaves part way gets no model.
+    handler.fake._install(remote.renamed(parsed.display))
+    writer.line({"status": "success"})
     writer.end()
 
 
@@ -612,3 +605,6 @@ ROUTES: dict[str, dict[str, Route]] = {
     "/api/delete": {"DELETE": delete},
     "/api/copy": {"POST": copy},
 }
+
+# An adapter has no HEAD / and no /api/version: the router answers 405 and 404 instead.
+ROUTES_BY_COMPAT = {compat.OLLAMA: ROUTES, compat.ADAPTER: compat.adapter_routes(ROUTES)}

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from ollama_magic.testing.server import RecordedRequest
 
 DEFAULT_ERROR = "an error was encountered while running the model"
+STATS = ("omit", "zero", "words")
+DROPPABLE = ("logprobs", "thinking", "done_reason")
 
 
 @dataclass
@@ -31,7 +33,9 @@ class Fault:
 
     Attributes:
         status: answer this HTTP status before any chunk, with body `{"error": error}` and
-            `Content-Type: application/json` (or *body* when given).
+            `Content-Type: application/json` (or *body* when given). With 200 the body is one
+            NDJSON line, `{"error": error}` and a newline, as `application/x-ndjson`: how some
+            "Ollama-compatible" adapters report errors such as a missing model.
         error: error text for *status* and *error_after* (default: the runner's generic text).
         body: a non-JSON error body (a proxy's plain-text page) sent with *status* (default 502).
         content_type: the content type of *body*.
@@ -39,10 +43,17 @@ class Fault:
             and end the body without a `done` chunk (`stream:false`: an HTTP 500 instead).
         error_done: the in-band error object also carries `"done": true` (non-conforming).
         cut_after: after this many streamed chunks, cut the connection (no terminating chunk).
-        delay: seconds to wait before each token (a slow model).
+        delay: seconds to wait before each token (a slow model), on top of the server's own
+            pace (`FakeOllama(token_delay=...)`).
         split_utf8: write every NDJSON line that contains a multi-byte character as two HTTP
             chunks split inside that character, flushed separately with a short pause.
-        stats: `"omit"` (no metrics in the final chunk) or `"zero"` (metrics present but 0).
+        stats: `"omit"` (no metrics in the final chunk), `"zero"` (metrics present but 0), or
+            `"words"` (as an adapter in front of another engine reports them: `eval_count` and
+            `prompt_eval_count` are the numbers of whitespace-separated words of the answer and
+            of the prompt, every duration is 0).
+        drop: fields the answer leaves out, from `"logprobs"` (even when asked for),
+            `"thinking"` (the trace is generated but not sent; the answer text still is) and
+            `"done_reason"` (absent from the final chunk); e.g. `drop=("logprobs",)`.
         empty_context: the final generate chunk carries `"context": []`.
         reset_connection: keep the connection open after responding, then reset it (RST, no
             byte sent) when the client sends its next request on it.
@@ -60,13 +71,19 @@ class Fault:
     delay: float = 0.0
     split_utf8: bool = False
     stats: str | None = None
+    drop: Sequence[str] = ()
     empty_context: bool = False
     reset_connection: bool = False
     load_delay: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.stats not in (None, "omit", "zero"):
-            raise ValueError(f"stats must be None, 'omit' or 'zero', not {self.stats!r}")
+        if self.stats is not None and self.stats not in STATS:
+            raise ValueError(f"stats must be None, 'omit', 'zero' or 'words', not {self.stats!r}")
+        # One name on its own is accepted too, rather than read as a sequence of letters.
+        self.drop = (self.drop,) if isinstance(self.drop, str) else tuple(self.drop)
+        unknown = [name for name in self.drop if name not in DROPPABLE]
+        if unknown:
+            raise ValueError(f"drop takes names from {DROPPABLE}, not {unknown[0]!r}")
         if self.body is not None and self.status is None:
             self.status = 502  # a plain-text body is what a proxy sends when the upstream fails
         if self.delay < 0 or self.load_delay < 0:
@@ -74,7 +91,8 @@ class Fault:
 
     @property
     def is_http_error(self) -> bool:
-        """True for faults answered with an HTTP error status before any chunk."""
+        """True for faults answered with their own status (an error status, or 200 with an
+        error line) before any chunk."""
         return self.status is not None
 
     @property

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from ollama_magic.testing import compat as compat_modes
 from ollama_magic.testing.catalog import (
     ModelName,
     ModelSpec,
@@ -20,6 +21,7 @@ from ollama_magic.testing.catalog import (
     default_remote_models,
     parse_model_name,
 )
+from ollama_magic.testing.headers import Headers
 from ollama_magic.testing.replies import Fault, Reply, ReplyCallable, ReplyRule
 from ollama_magic.testing.wire import ApiError, rfc3339nano
 
@@ -37,7 +39,8 @@ class RecordedRequest:
     Attributes:
         method: HTTP method.
         path: URL path without the query string.
-        headers: request headers with lower-cased names.
+        headers: request headers; names match whatever their case (`headers["Authorization"]`
+            finds an `authorization` header), and iterate as the client spelled them.
         body: the parsed JSON body, or None if it was empty or not JSON.
         raw_body: the body bytes as received.
         status: the response status once known (0 while unknown, or if the connection was reset).
@@ -48,13 +51,17 @@ class RecordedRequest:
 
     method: str
     path: str
-    headers: dict[str, str]
+    headers: Headers
     body: Any
     raw_body: bytes
     status: int = 0
     chunks_sent: int = 0
     client_disconnected: bool = False
     finished: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):  # a plain dict from hand-made records
+            self.headers = Headers(self.headers)
 
     @property
     def model(self) -> str | None:
@@ -109,12 +116,42 @@ class FakeOllama:
             server.add_reply("capital of France", "Paris.")
             ...  # point a client at server.url
 
+    By default it answers instantly, as tests want. `token_delay` and `pull_seconds` give it the
+    pace of a real server (the command line does: about 25 tokens/s, two-second pulls), so
+    streaming and progress can be watched; faults injected later apply on top of that pace.
+
     Args:
         port: TCP port to listen on; 0 picks a free one.
+        token_delay: seconds to wait before each generated token (thinking, text or tool call),
+            streamed or not; 0.04 is about 25 tokens/s. An injected `Fault(delay=...)` adds to it.
+        pull_seconds: about how long a streamed `/api/pull` of a model not yet installed takes,
+            its progress lines spread over that time (a `stream: false` pull waits as long
+            before answering); the model is installed when the pull completes.
+        compat: "ollama" (the real server) or "adapter", to imitate an "Ollama-compatible"
+            proxy in front of another engine: `HEAD /` answers 405 and `/api/version` 404; a
+            missing model on /api/generate and /api/chat is HTTP 200 with one NDJSON line
+            `{"error": "model 'NAME' not found"}`; answers carry `Fault(stats="words")` and
+            `Fault(drop=("logprobs", "thinking", "done_reason"))` (an injected fault's own
+            `stats` wins, its `drop` adds to these).
+
+    Raises:
+        ValueError: for a negative delay or duration, or an unknown *compat*.
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        token_delay: float = 0.0,
+        pull_seconds: float = 0.0,
+        compat: str = compat_modes.OLLAMA,
+    ) -> None:
+        if token_delay < 0 or pull_seconds < 0:
+            raise ValueError("token_delay and pull_seconds must not be negative")
         self._port = port
+        self._token_delay = float(token_delay)
+        self._pull_seconds = float(pull_seconds)
+        self._compat = compat_modes.check_mode(compat)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._httpd: Any = None
@@ -189,6 +226,21 @@ class FakeOllama:
         if self._httpd is not None:
             return int(self._httpd.server_address[1])
         return self._port
+
+    @property
+    def token_delay(self) -> float:
+        """Seconds waited before each generated token (0: instant)."""
+        return self._token_delay
+
+    @property
+    def pull_seconds(self) -> float:
+        """About how long a pull takes (0: instant)."""
+        return self._pull_seconds
+
+    @property
+    def compat(self) -> str:
+        """The mode: "ollama" (the real server) or "adapter" (an "Ollama-compatible" proxy)."""
+        return self._compat
 
     @property
     def url(self) -> str:
@@ -383,6 +435,10 @@ class FakeOllama:
                         self._faults.remove(rule)
                 return rule.fault
         return None
+
+    def _answer_fault(self, fault: Fault | None) -> Fault:
+        """The fault an answer gets: *fault* on top of this server's pace and mode."""
+        return compat_modes.answer_fault(fault, token_delay=self._token_delay, compat=self._compat)
 
     def _find_reply(self, record: RecordedRequest, spec: ModelSpec) -> Reply | None:
         """The registered answer for *record*, or None for the default answer."""
