@@ -17,8 +17,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
-from ollama_magic import Client
-from ollama_magic.testing import FakeOllama, Fault
+from ollama_magic import Client, OllamaError
+from ollama_magic.testing import FakeOllama
 
 HERE = Path(__file__).resolve().parent
 
@@ -92,10 +92,14 @@ def main() -> int:
     client = Client()
     stand_in = None
     if client.is_running():
-        banner(f"Using the REAL Ollama server at {client.host} (version {client.version()}).")
+        try:
+            what = f"Ollama {client.version()}"
+        except OllamaError:  # an "Ollama-compatible" server may lack /api/version
+            what = "an Ollama-compatible server"
+        banner(f"Using the REAL server at {client.host} ({what}).")
     else:
-        stand_in = FakeOllama().start()
-        stand_in.inject(Fault(delay=0.02))  # token by token, as a real model streams
+        # Token by token, as a real model streams (faster than the command line's default).
+        stand_in = FakeOllama(token_delay=0.02, pull_seconds=1.0).start()
         os.environ["OLLAMA_HOST"] = stand_in.url  # the kernel inherits it
         banner(
             f"No Ollama server answered at {client.host}.\n"

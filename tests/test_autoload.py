@@ -30,4 +30,4 @@ def test_the_magic_loads_on_first_use(tmp_path, fake_ollama):
         text=True,
         timeout=60,
     )
-    assert "server: running, version 0.33.0" in result.stdout, result.stdout + result.stderr
+    assert "server: Ollama 0.33.0" in result.stdout, result.stdout + result.stderr
