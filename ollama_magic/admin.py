@@ -20,12 +20,19 @@ from IPython.display import display
 from traitlets import TraitError
 
 from ollama_magic.conversation import DEFAULT_SESSION
-from ollama_magic.errors import OllamaError, OllamaTimeout, ServerUnreachable, quiet_interrupt
+from ollama_magic.errors import (
+    NotOllama,
+    OllamaError,
+    OllamaTimeout,
+    ServerUnreachable,
+    quiet_interrupt,
+)
 from ollama_magic.markdown import render_markdown
 from ollama_magic.options import OLLAMA_OPTIONS, mask_headers
 from ollama_magic.render import escape
 
 if TYPE_CHECKING:
+    from ollama_magic.client import Client
     from ollama_magic.magics import OllamaMagics
 
 __all__ = ["COMMANDS", "key_values"]
@@ -148,13 +155,14 @@ def status(magics: OllamaMagics, rest: list[str]) -> None:
     lines = [f"host: {client.host} (from {client.host_source})"]
     try:
         version: str | None = client.version()
-    except (ServerUnreachable, OllamaTimeout) as exc:
-        lines.append(f"server: not reachable: {exc.message}")
+    except NotOllama:
+        version = None  # something answers; /api/tags says whether it speaks the API
+    except OllamaError as exc:  # unreachable, silent, or refused (credentials): say which
+        reachable = not isinstance(exc, (ServerUnreachable, OllamaTimeout))
+        lines.append(f"server: {'answers' if reachable else 'not reachable'}: {exc.message}")
         lines.append(exc.hint)
         print("\n".join(lines))
         return
-    except OllamaError:
-        version = None  # something answers; /api/tags says whether it speaks the API
     try:
         models = client.list()
     except OllamaError as exc:
@@ -206,6 +214,7 @@ def config(magics: OllamaMagics, rest: list[str]) -> None:
     """
     traits = ["host", "model", "keep_alive", "fps", "timeout"]
     before = {name: getattr(magics, name) for name in [*traits, "options"]}
+    chosen = dict(magics._default_models)
     changes = key_values(rest, "%ollama config")
     try:
         for key, value in changes.items():
@@ -214,6 +223,7 @@ def config(magics: OllamaMagics, rest: list[str]) -> None:
         for name, value in before.items():  # all or nothing
             if getattr(magics, name) != value:
                 setattr(magics, name, value)
+        magics._default_models.update(chosen)  # nothing changed: keep the chosen default
         raise
     client = magics.client()
     if "model" in changes and magics.model:
@@ -255,7 +265,7 @@ def _set(magics: OllamaMagics, key: str, value: Any, traits: list[str]) -> None:
         raise UsageError(f"{text} (the setting is unchanged)") from None
 
 
-def _check_model(model: str, client: Any) -> None:
+def _check_model(model: str, client: Client) -> None:
     """Warn at once when the configured model is not on the server (the setting stays)."""
     try:
         names = [m.name for m in client.list()]
@@ -264,8 +274,7 @@ def _check_model(model: str, client: Any) -> None:
         return
     if _on_server(model, names):
         return
-    short = [name.removesuffix(":latest") for name in names]
-    similar = difflib.get_close_matches(model.removesuffix(":latest"), short, n=3, cutoff=0.6)
+    similar = client.similar_models(model)
     also = f" Local models with similar names: {', '.join(similar)}." if similar else ""
     print(
         f"Warning: {model} is not on the server at {client.host}; `%ollama pull {model}` "

@@ -38,6 +38,7 @@ from ollama_magic.errors import (
     StreamError,
     Unauthorized,
 )
+from ollama_magic.options import SecretHeaders, check_headers
 from ollama_magic.transport import Adapter, Cancellation, Cancelled, bind
 from ollama_magic.types import Chunk, Metrics, ModelInfo, Progress, Result, RunningModel, ToolCall
 
@@ -221,13 +222,19 @@ class Client:
         """Where :attr:`host` came from, named in errors ("OLLAMA_HOST", "--host", …)."""
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        try:
+            given = check_headers(headers or {})
+            api_key = check_headers({"OLLAMA_API_KEY": os.environ.get("OLLAMA_API_KEY", "")})
+        except ValueError as exc:  # it names the header, never its value
+            raise OllamaError(
+                str(exc), hint="Remove the line break (a key read from a file ends with one)."
+            ) from None
         self._session = requests.Session()
         for prefix in ("http://", "https://"):
             self._session.mount(prefix, Adapter())
-        merged = {key.lower(): value for key, value in (headers or {}).items()}
-        api_key = os.environ.get("OLLAMA_API_KEY")
-        if api_key and "authorization" not in merged:
-            merged["authorization"] = f"Bearer {api_key}"
+        merged = {key.lower(): value for key, value in given.items()}
+        if api_key["OLLAMA_API_KEY"] and "authorization" not in merged:
+            merged["authorization"] = f"Bearer {api_key['OLLAMA_API_KEY']}"
         merged.update(
             {
                 "content-type": "application/json",
@@ -254,9 +261,9 @@ class Client:
         self._session.close()
 
     @property
-    def headers(self) -> dict[str, str]:
-        """The headers sent with every request (a copy)."""
-        return dict(self._session.headers)
+    def headers(self) -> SecretHeaders:
+        """The headers sent with every request (a copy whose printed forms mask credentials)."""
+        return SecretHeaders(self._session.headers)
 
     # -- generation ------------------------------------------------------------------------
 
@@ -557,8 +564,10 @@ class Client:
                     continue
                 if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
                     raise self._transport_error(exc) from exc
+                # requests quotes a bad header's value, often a secret: never show that text.
+                reason = "a header is not valid" if _quotes_headers(exc) else str(exc)
                 raise OllamaError(
-                    f"Request to {url} failed: {exc}",
+                    f"Request to {url} failed: {reason}",
                     hint=f"Check {self.host_source} and the headers passed to the client.",
                 ) from exc
         if response.status_code >= 400:
@@ -632,7 +641,7 @@ class Client:
             )
         # Ollama's wording changed over versions (single or double quotes, "try pulling it
         # first"); a 404 that does not speak of a model is something else answering.
-        model_missing = status == 404 and re.match(r"model ['\"].*['\"] not found", message)
+        model_missing = status == 404 and _MODEL_NOT_FOUND.match(message)
         if model_missing and not model:
             return ModelNotFound(
                 "No model name was given.",
@@ -641,7 +650,7 @@ class Client:
                 **kwargs,
             )
         if model_missing:
-            similar = self._similar_models(model)
+            similar = self.similar_models(model)
             hint = f"Download it with `ollama pull {model}`."
             if similar:
                 hint += f" Local models with similar names: {', '.join(similar)}."
@@ -700,8 +709,9 @@ class Client:
             **kwargs,
         )
 
-    def _similar_models(self, model: str) -> list[str]:
-        """Local model names like ``model``, for a not-found message (best effort)."""
+    def similar_models(self, model: str) -> list[str]:
+        """Local model names like ``model``, closest first, for a not-found message (best
+        effort: empty when the server cannot list them)."""
         try:
             names = [m.name for m in self.list()]
         except OllamaError:
@@ -712,6 +722,10 @@ class Client:
         family = [full for name, full in short.items() if name.split(":")[0].startswith(wanted)]
         close = difflib.get_close_matches(wanted, list(short), n=3, cutoff=0.6)
         return list(dict.fromkeys(family + [short[name] for name in close]))[:3]
+
+
+# Ollama's wording changed over versions: single or double quotes, ", try pulling it first".
+_MODEL_NOT_FOUND = re.compile(r"model ['\"].*['\"] not found")
 
 
 def _start_hint(host_source: str) -> str:
@@ -1023,9 +1037,13 @@ def _error_text(text: str, response: requests.Response) -> str:
     return text[:300] or f"{response.status_code} {response.reason or ''}".strip()
 
 
+def _quotes_headers(exc: requests.RequestException) -> bool:
+    return isinstance(exc, requests.exceptions.InvalidHeader) or "header" in str(exc).lower()
+
+
 def _implied_status(message: str) -> int | None:
     """The HTTP status an error text stands for, when a server sent it with 200 instead."""
-    if re.match(r"model ['\"].*['\"] not found", message):
+    if _MODEL_NOT_FOUND.match(message):
         return 404
     if "does not support" in message or message == "model is required":
         return 400

@@ -118,7 +118,11 @@ class Outcome:
     tool_results: list[tuple[ToolCall, str, bool]] = field(default_factory=list)
     """Each tool call run: (call, the text sent back, whether it failed)."""
     started: bool = False
-    """Whether the server began to answer (so the view has something to finish)."""
+    """Whether the answer began: a chunk arrived, so the view has something to finish.
+
+    An error before that (a 404, or an error line first thing) is only an error."""
+    thought: bool = False
+    """Whether reasoning arrived in any round of the turn (``thinking`` holds the last's)."""
 
 
 def keep_alive_value(text: str | None) -> float | str | None:
@@ -315,6 +319,7 @@ def _stream(
         result = call(**body, stream=False, cancel=stop)
         outcome.started = True
         outcome.text, outcome.thinking = result.content, result.thinking
+        outcome.thought = outcome.thought or bool(result.thinking)
         if result.thinking:
             view.thinking(result.thinking)
         if result.content:
@@ -325,12 +330,13 @@ def _stream(
         outcome.result = result
         return result
     stream = call(**body, stream=True, cancel=stop)
-    outcome.started = True
     text: list[str] = []
     thinking: list[str] = []
     try:
         for chunk in stream:
+            outcome.started = True
             if chunk.thinking:
+                outcome.thought = True
                 thinking.append(chunk.thinking)
                 view.thinking(chunk.thinking)
             if chunk.content:
@@ -446,7 +452,7 @@ def _dropped_features(outcome: Outcome, result: Result) -> list[str]:
     notes = []
     if body.get("logprobs") and not result.logprobs and outcome.text:
         notes.append("the server returned no log-probabilities")
-    if body.get("think") not in (None, False) and not (outcome.thinking or result.thinking):
+    if body.get("think") not in (None, False) and not (outcome.thought or result.thinking):
         notes.append("the server returned no thinking")
     if result.done_reason is None and not (outcome.stopped or outcome.interrupted):
         notes.append("the server did not say why the answer ended (no done_reason)")

@@ -36,8 +36,13 @@ _FIELD = re.compile(
     re.VERBOSE,
 )
 _FORMATTER = string.Formatter()
-# A LaTeX command right before a brace (\\frac{x}, \\mathbf{v}) makes it an argument, not a field.
-_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+\*?\s*$|\}$")
+# A brace after a LaTeX command and its earlier arguments (\frac{a}{b}, \sqrt[3]{x}) is an
+# argument, not a field, whatever variables the notebook has.
+_LATEX_ARGUMENT = re.compile(r"\\[A-Za-z]+\*?(?:\[[^\]{}]*\])?(?:\{[^{}]*\})*$")
+# Braces after these are math (x^{n}, a_{k}), shell or JavaScript (${HOME}) or a regex
+# quantifier ([a-z]{n}): filled when the name exists, but an undefined one is not worth a note.
+_NOT_NOTED_AFTER = ("$", "^", "_", "]")
+_LOOKBEHIND = 100  # characters searched for a LaTeX command, so the cost stays linear
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,9 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
 def interpolate_report(text: str, namespace: Mapping[str, Any]) -> Interpolation:
     """:func:`interpolate`, also saying which fields were filled and which named nothing.
 
-    >>> r = interpolate_report("{topic} for {audience}, \\\\frac{a}{b}", {"topic": "Entropy"})
+    >>> r = interpolate_report("{topic} for {audience}, \\\\frac{a}{b}", {"topic": "E", "a": 1})
     >>> r.text, r.filled, r.undefined
-    ('Entropy for {audience}, \\\\frac{a}{b}', ('topic',), ('audience',))
+    ('E for {audience}, \\\\frac{a}{b}', ('topic',), ('audience',))
     """
     filled: dict[str, None] = {}
     undefined: dict[str, None] = {}
@@ -77,13 +82,15 @@ def interpolate_report(text: str, namespace: Mapping[str, Any]) -> Interpolation
                 i += 2
                 continue
             match = _FIELD.match(text, i)
+            if match and _LATEX_ARGUMENT.search(text, max(0, i - _LOOKBEHIND), i):
+                match = None
             value = _format(match, namespace) if match else None
             if match and value is not None:
                 filled[match.group("field")] = None
                 out.append(value)
                 i = match.end()
                 continue
-            if match and _root(match) not in namespace and not _LATEX_COMMAND.search(text[:i]):
+            if match and _root(match) not in namespace and not text[:i].endswith(_NOT_NOTED_AFTER):
                 undefined[match.group("field")] = None
             opened.append(False)
             out.append("{")

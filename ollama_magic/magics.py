@@ -31,7 +31,7 @@ from ollama_magic.errors import ModelNotFound, ModelOutputError, OllamaError, qu
 from ollama_magic.images import image_base64, thumbnails_html
 from ollama_magic.interpolate import Interpolation, interpolate_report
 from ollama_magic.markdown import render_markdown
-from ollama_magic.options import SecretHeaders, check_duration, check_options
+from ollama_magic.options import SecretHeaders, check_duration, check_headers, check_options
 from ollama_magic.render import escape
 from ollama_magic.structured import OutputFormat, output_format, plain_data
 from ollama_magic.tools import Toolbox
@@ -170,7 +170,10 @@ class OllamaMagics(Magics):
     @validate("headers")
     def _valid_headers(self, proposal: Any) -> SecretHeaders:
         # Printed by %config and saved with a notebook's outputs: credentials show masked.
-        return SecretHeaders({str(k): str(v) for k, v in proposal["value"].items()})
+        try:
+            return SecretHeaders(check_headers(proposal["value"]))
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
 
     @validate("fps")
     def _valid_fps(self, proposal: Any) -> float:
@@ -501,6 +504,7 @@ class OllamaMagics(Magics):
             note += " " + _undefined_note(filled.undefined)
         if request.notes:
             note += " " + " ".join(request.notes)
+        text += f"\n\n{note}"  # terminals and text exports see only this
         display(
             {"text/html": html + f"<div><em>{escape(note)}</em></div>", "text/plain": text},
             raw=True,

@@ -15,6 +15,7 @@ ValueError: num_ctx must be a whole number, not 'big'
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "OLLAMA_OPTIONS",
     "SecretHeaders",
     "check_duration",
+    "check_headers",
     "check_options",
     "mask_headers",
 ]
@@ -92,16 +94,19 @@ def _check_option(key: str, value: Any) -> Any:
 
 
 def _number(value: Any) -> float | None:
-    """A number from a number or its text; None for anything else (booleans included)."""
+    """A finite number from a number or its text; None for anything else (booleans, NaN,
+    infinities and numbers too large to send included)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return value
     if isinstance(value, str):
         try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
+            value = float(value) if any(c in value for c in ".eEnN") else int(value)
         except ValueError:
             return None
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else None  # what Go's int64 can take
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     return None
 
 
@@ -129,7 +134,33 @@ def check_duration(text: str) -> str:
     return text
 
 
-_CREDENTIAL = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie|auth", re.I)
+_CREDENTIAL = re.compile(r"auth|key|token|secret|password|cookie|session|signature", re.I)
+
+
+def check_headers(headers: Mapping[str, Any]) -> dict[str, str]:
+    """Header values as sent: text, surrounding whitespace stripped (a key read from a file
+    ends with a newline).
+
+    Raises:
+        ValueError: a value holds a line break or another control character; the message
+            names the header, never its value (it is often a secret).
+
+    >>> check_headers({"X-Api-Key": " sk-123\\n"})
+    {'X-Api-Key': 'sk-123'}
+    >>> check_headers({"X-Api-Key": "sk-1\\r\\nX-Evil: 1"})
+    Traceback (most recent call last):
+    ...
+    ValueError: The header X-Api-Key has a line break or control character in its value.
+    """
+    out = {}
+    for key, value in headers.items():
+        text = str(value).strip()
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError(
+                f"The header {key} has a line break or control character in its value."
+            )
+        out[str(key)] = text
+    return out
 
 
 def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -86,6 +86,7 @@ class OutputFormat:
         return "JSON"
 
 
+_BUILTINS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 _LIST_OF = re.compile(r"(?:list|List|typing\.List)\[\s*(.+?)\s*\]")
 
 _RAW_HINT = "The raw answer is kept (error.raw); --retries N asks again, saying what was wrong."
@@ -103,6 +104,8 @@ def output_format(spec: Any, namespace: Mapping[str, Any] | None = None) -> Outp
             return OutputFormat("json", "JSON")
         if namespace is not None and text in namespace:
             return output_format(namespace[text])
+        if text in _BUILTINS:  # as an element: list[str]
+            return output_format(_BUILTINS[text])
         element = _LIST_OF.fullmatch(text)
         if element:
             # `-f list[Person]` names a list of what the variable holds, as list[Person]

@@ -205,9 +205,9 @@ def test_undefined_placeholders_are_named_in_a_muted_line(ipython, fake_ollama):
 def test_dry_run_lists_the_filled_placeholders(ipython):
     ipython.user_ns.update(topic="entropy", df={"rows": 3})
     captured = run(ipython, "llama3.2 --dry-run", "{topic} {df[rows]} {audience}")
-    html = captured.outputs[0].data["text/html"]
-    assert "Filled from the notebook: {topic}, {df[rows]}." in html
-    assert "{audience} is not defined in the notebook, so sent as typed." in html
+    for shown in captured.outputs[0].data.values():  # the HTML, and the text form terminals get
+        assert "Filled from the notebook: {topic}, {df[rows]}." in shown
+        assert "{audience} is not defined in the notebook, so sent as typed." in shown
 
 
 # -- 9. where the host came from ---------------------------------------------------------------
@@ -389,3 +389,104 @@ def test_implausible_stats_give_the_speed_measured_here(ipython, fake_ollama):
     fake_ollama.inject(Fault(delay=0.02), times=1)
     footer = run(ipython, "llama3.2 --plain", "hi").stdout.strip().splitlines()[-1]
     assert re.search(r"· \d+ tokens · [\d.]+ tokens/s", footer) and "≈" not in footer, footer
+
+
+# -- what a second read found ------------------------------------------------------------------
+
+
+def test_latex_math_and_shell_braces_are_not_fields(ipython, fake_ollama):
+    ipython.user_ns.update(a=1)
+    captured = run(ipython, "llama3.2", "\\frac{a}{b} $x^{n}$ ${HOME} [a-z]{k} \\sqrt[3]{x} {a}")
+    # A LaTeX argument is never filled; {a} on its own is.
+    assert last_body(fake_ollama)["prompt"] == (
+        "\\frac{a}{b} $x^{n}$ ${HOME} [a-z]{k} \\sqrt[3]{x} 1"
+    )
+    # Undefined names in math, shell or regex braces are not worth a note.
+    assert not any("not defined" in o.data.get("text/plain", "") for o in captured.outputs)
+
+
+def test_format_list_of_a_builtin_type(ipython, fake_ollama):
+    run(ipython, "llama3.2 -f list[str] -o words", "Three words")
+    assert last_body(fake_ollama)["format"] == {"type": "array", "items": {"type": "string"}}
+    assert all(isinstance(w, str) for w in ipython.user_ns["words"])
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e999"])
+def test_config_refuses_numbers_that_cannot_be_sent(ipython, value):
+    with pytest.raises(UsageError, match="temperature must be a number"):
+        line(ipython, f"config temperature={value}")
+    with pytest.raises(UsageError, match="num_ctx must be a whole number"):
+        run(ipython, f"llama3.2 --option num_ctx={value}", "hi")
+
+
+def test_a_refused_config_change_keeps_the_chosen_default_model(ipython, fake_ollama):
+    run(ipython, "", "hi")
+    line(ipython, "pull mistral")
+    with pytest.raises(UsageError):
+        line(ipython, "config model=qwen3 fps=abc")
+    captured = run(ipython, "", "hi")
+    assert last_body(fake_ollama)["model"] == "llama3.2:latest"
+    assert "newest local model" not in final_html(captured)
+
+
+def test_a_key_with_a_trailing_newline_works_and_never_shows(client, fake_ollama, monkeypatch):
+    monkeypatch.setenv("OLLAMA_API_KEY", "sk-SECRET-42\n")
+    with Client(fake_ollama.url) as keyed:
+        keyed.list()
+        assert "sk-SECRET-42" not in repr(keyed.headers)
+    sent = fake_ollama.last_request("/api/tags").headers["Authorization"]
+    assert sent == "Bearer sk-SECRET-42"
+
+
+def test_a_header_with_a_line_break_is_refused_by_name_not_value(ipython, monkeypatch):
+    from ollama_magic import OllamaError
+
+    with pytest.raises(OllamaError) as info:
+        Client(headers={"X-Api-Key": "sk-SECRET\r\nX-Evil: 1"})
+    assert "X-Api-Key" in str(info.value) and "SECRET" not in str(info.value)
+    monkeypatch.setenv("OLLAMA_API_KEY", "sk-SECRET\nmore")
+    with pytest.raises(OllamaError) as info:
+        Client()
+    assert "OLLAMA_API_KEY" in str(info.value) and "SECRET" not in str(info.value)
+    with pytest.raises(TraitError, match="X-Api-Key") as info:
+        magics(ipython).headers = {"X-Api-Key": "sk-SECRET\nx"}
+    assert "SECRET" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["X-Access-Key", "Ocp-Apim-Subscription-Key", "Cookie"])
+def test_other_credential_headers_are_masked(fake_ollama, name):
+    with Client(fake_ollama.url, headers={name: "s3cr3t-value"}) as keyed:
+        assert "s3cr3t-value" not in repr(keyed.headers)
+        assert keyed.headers[name.lower()] == "s3cr3t-value"
+
+
+def test_status_behind_a_proxy_that_wants_credentials(ipython, fake_ollama):
+    fake_ollama.inject(Fault(status=401, error="unauthorized"), endpoint="/api/version")
+    text = line(ipython, "status").stdout
+    assert "server: answers: " in text and "(HTTP 401)" in text
+    assert "OLLAMA_API_KEY" in text  # what to do, not "check the port"
+
+
+def test_an_adapter_error_draws_no_answer_and_leaves_the_variable(adapter):
+    shell, _ = adapter
+    shell.user_ns["kept"] = "from before"
+    with capture_output() as captured, pytest.raises(ModelNotFound):
+        shell.run_cell_magic("ollama", "nosuch -o kept", "hi")
+    assert captured.outputs == []  # only the error's own lines
+    assert shell.user_ns["kept"] == "from before"
+
+
+def test_thinking_before_a_tool_call_counts_as_thinking(ipython, fake_ollama):
+    def clock() -> str:
+        """The time."""
+        return "noon"
+
+    def reply(request):
+        if request.body["messages"][-1]["role"] == "tool":
+            return Reply(text="It is noon.", thinking="")  # no reasoning in the last round
+        return Reply(tool_calls=[{"name": "clock", "arguments": {}}], thinking="I'll ask.")
+
+    fake_ollama.add_reply(reply)
+    ipython.user_ns["clock"] = clock
+    html = final_html(run(ipython, "qwen3 --think --tools clock", "time?"))
+    assert "It is noon." in html and "returned no thinking" not in html

@@ -188,7 +188,9 @@ def test_plain_prints_text(ipython, fake_ollama):
 def test_dry_run_shows_the_request_and_sends_nothing(ipython, fake_ollama):
     ipython.user_ns["topic"] = "tides"
     captured = run(ipython, "llama3.2 -t 0 --dry-run", "Explain {topic}")
-    shown = json.loads(captured.outputs[0].data["text/plain"])
+    request, note = captured.outputs[0].data["text/plain"].split("\n\n")
+    assert note == "Dry run: nothing was sent. Filled from the notebook: {topic}."
+    shown = json.loads(request)
     assert shown == {
         "host": fake_ollama.url,
         "path": "/api/generate",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -89,7 +90,10 @@ def _serve_briefly(command: str, number: int) -> None:
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert server.stdout is not None
-        first = server.stdout.readline()  # blocks until the server says where it listens
+        # Wait for the line saying where it listens, with a deadline rather than forever.
+        ready, _, _ = select.select([server.stdout], [], [], 30)
+        assert ready, f"README.md line {number}: the stand-in said nothing within 30 s"
+        first = server.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+", first)
         assert url, f"README.md line {number}: {first!r}"
         assert requests.get(url.group(0) + "/api/tags", timeout=10).json()["models"]
