@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,6 +21,23 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {condition}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def magic_shell() -> Iterator[object]:
+    """A real IPython shell with the extension loaded (set OLLAMA_HOST first)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    shell.extension_manager.load_extension("ollama_magic")
+    try:
+        yield shell
+    finally:
+        shell.extension_manager.unload_extension("ollama_magic")
+        InteractiveShell.clear_instance()
 
 
 def plain(text: str) -> str:

@@ -12,8 +12,8 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from _util import magic_shell
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 from ollama_magic import Client
 
@@ -60,12 +60,5 @@ def dead_url() -> Iterator[str]:
 def ipython(fake_ollama, monkeypatch) -> Iterator[InteractiveShell]:
     """A real IPython shell with the extension loaded, pointed at the stand-in server."""
     monkeypatch.setenv("OLLAMA_HOST", fake_ollama.url)
-    config = Config()
-    config.HistoryManager.enabled = False
-    shell = InteractiveShell.instance(config=config)
-    shell.extension_manager.load_extension("ollama_magic")
-    try:
+    with magic_shell() as shell:
         yield shell
-    finally:
-        shell.extension_manager.unload_extension("ollama_magic")
-        InteractiveShell.clear_instance()

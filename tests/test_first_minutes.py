@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from _util import plain
+from _util import magic_shell, plain
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from test_magics import _interrupt_after_first_token, final_html, last_body, line, run
@@ -299,22 +299,12 @@ def test_config_prints_headers_masked(ipython):
 @pytest.fixture
 def adapter(monkeypatch):
     """The stand-in imitating an Ollama-compatible adapter, and a shell pointed at it."""
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
     from ollama_magic.testing import FakeOllama
 
     with FakeOllama(compat="adapter") as server:
         monkeypatch.setenv("OLLAMA_HOST", server.url)
-        config = Config()
-        config.HistoryManager.enabled = False
-        shell = InteractiveShell.instance(config=config)
-        shell.extension_manager.load_extension("ollama_magic")
-        try:
+        with magic_shell() as shell:
             yield shell, server
-        finally:
-            shell.extension_manager.unload_extension("ollama_magic")
-            InteractiveShell.clear_instance()
 
 
 def test_status_of_an_adapter_that_refuses_head_says_what_it_is(adapter):
