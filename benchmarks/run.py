@@ -8,6 +8,9 @@ Run:  .venv/bin/python benchmarks/run.py   (after tests/run or notebooks/run mad
   loop does.
 - stream: 20,000 chunks from the stand-in server through ``Client.generate``. Floor: the same
   HTTP response read with ``requests`` and each line parsed with ``json.loads``, nothing else.
+
+Each figure ends with PASS or FAIL against its target (a multiple of the floor); the command
+exits with status 1 when any fails.
 """
 
 from __future__ import annotations
@@ -24,6 +27,20 @@ from ollama_magic import Client
 from ollama_magic.markdown import render_markdown
 from ollama_magic.render import LiveMarkdown
 from ollama_magic.testing import FakeOllama, Reply
+
+RESULTS: list[bool] = []
+
+# Targets, as multiples of the floor measured in the same run.
+MAX_BYTES = 30.0  # bytes sent while streaming, against the answer sent once
+MAX_CPU = 30.0  # CPU while streaming, against one render of the whole answer
+MAX_MEMORY = 20.0  # peak memory while streaming, against the answer's text
+MAX_STREAM = 2.0  # Client.generate, against requests + json.loads
+
+
+def verdict(ratio: float, target: float) -> str:
+    """PASS or FAIL for a ratio against its target, remembered for the exit status."""
+    RESULTS.append(ratio <= target)
+    return f"{'PASS' if ratio <= target else 'FAIL'} (target <= {target:g}x)"
 
 
 class _Sink:
@@ -93,18 +110,19 @@ def bench_render(
     print(
         f"  bytes sent: {live.bytes_sent / 1e6:.1f} MB = {live.bytes_sent / floor_bytes:.1f}x "
         f"floor ({floor_bytes / 1e3:.0f} KB); whole-answer re-render: {whole_bytes / 1e6:.0f} MB"
-        f" = {whole_bytes / floor_bytes:.0f}x floor"
+        f" = {whole_bytes / floor_bytes:.0f}x floor  "
+        + verdict(live.bytes_sent / floor_bytes, MAX_BYTES)
     )
     print(
         f"  CPU: {ours_seconds:.2f} s = {ours_seconds / floor_seconds:.0f}x one-shot render "
         f"({floor_seconds * 1e3:.0f} ms); whole-answer re-render: ~{whole_seconds:.0f} s = "
-        f"{whole_seconds / floor_seconds:.0f}x"
+        f"{whole_seconds / floor_seconds:.0f}x  " + verdict(ours_seconds / floor_seconds, MAX_CPU)
     )
 
     text_bytes = len(text.encode())
     print(
         f"  memory while streaming: peak {peak / 1e6:.2f} MB for {text_bytes / 1e6:.2f} MB of "
-        f"text = {peak / text_bytes:.1f}x the text"
+        f"text = {peak / text_bytes:.1f}x the text  " + verdict(peak / text_bytes, MAX_MEMORY)
     )
 
 
@@ -144,10 +162,13 @@ def bench_stream(chunks: int = 20000) -> None:
     assert stream.text == words and ours_chunks == floor_chunks
     print(
         f"stream: {ours_chunks} chunks in {ours:.2f} s ({ours_chunks / ours:,.0f} chunks/s) = "
-        f"{ours / floor:.2f}x floor (requests + json.loads: {floor:.2f} s)"
+        f"{ours / floor:.2f}x floor (requests + json.loads: {floor:.2f} s)  "
+        + verdict(ours / floor, MAX_STREAM)
     )
 
 
 if __name__ == "__main__":
     bench_render()
     bench_stream()
+    print(f"{sum(RESULTS)} passed, {len(RESULTS) - sum(RESULTS)} failed")
+    raise SystemExit(0 if all(RESULTS) else 1)
