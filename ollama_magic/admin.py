@@ -152,7 +152,7 @@ def status(magics: OllamaMagics, rest: list[str]) -> None:
     """
     _no_arguments("status", rest)
     client = magics.client()
-    lines = [f"host: {client.host} (from {client.host_source})"]
+    lines = [f"host: {client.host}, from {client.host_source}"]
     try:
         version: str | None = client.version()
     except NotOllama:
