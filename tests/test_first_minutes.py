@@ -310,6 +310,7 @@ def adapter(monkeypatch):
 def test_status_of_an_adapter_that_refuses_head_says_what_it_is(adapter):
     shell, server = adapter
     text = line(shell, "status").stdout
+    assert text.startswith(f"host: {server.url}, from OLLAMA_HOST\n")
     assert "not reachable" not in text
     assert "server: an Ollama-compatible server, not Ollama itself (it has no /api/version)" in text
     assert f"local models: {len(server.models)}" in text
