@@ -16,11 +16,13 @@ event handlers it is given.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import contextvars
 import functools
 import importlib.resources
 import os
+import re
 import secrets
 import threading
 import time
@@ -67,6 +69,9 @@ _THINK: dict[str, bool | str | None] = {
     "high": "high",
     "max": "max",
 }
+
+#: How long a click on Send waits for the box's text when the box is still empty here (s).
+_TEXT_GRACE = 0.5
 
 # Conversations for widgets made outside IPython (plain Python, tests without a shell): names
 # still mean the same conversation within the process.
@@ -188,6 +193,31 @@ def _message_widget(message: dict[str, Any], note: str = "", *, failed: bool = F
     return widget
 
 
+def _export_html(session: str, markdown: str) -> str:
+    """The Export control: a link that downloads ``markdown`` as ``chat-<session>.md``.
+
+    The markdown holds model output, so it reaches the page only as base64 inside a
+    ``data:`` URI, never as markup; every attribute written is escaped. An empty conversation
+    gives a link that goes nowhere, shown disabled.
+    """
+    name = re.sub(r"[^\w.-]+", "_", session).strip("._") or "chat"
+    filename = f"chat-{name}.md"
+    label = '<i class="fa fa-download"></i>Export'
+    if not markdown:
+        title = f"Export session {session!r} as markdown: nothing to export yet"
+        return (
+            f'<a class="jupyter-button om-export om-disabled" aria-disabled="true" '
+            f'title="{escape(title)}">{label}</a>'
+        )
+    payload = base64.b64encode(markdown.encode("utf-8")).decode("ascii")
+    title = f"Export: download session {session!r} as markdown ({filename})"
+    return (
+        f'<a class="jupyter-button om-export" download="{escape(filename)}" '
+        f'href="data:text/markdown;charset=utf-8;base64,{payload}" '
+        f'title="{escape(title)}">{label}</a>'
+    )
+
+
 def _close_tree(widget: w.Widget) -> None:
     """Close a widget, the widgets inside it, and its layout and style (each has a comm)."""
     for child in getattr(widget, "children", ()):
@@ -273,9 +303,10 @@ class ChatWidget(w.VBox):
 
     Type in the box and press Send (or Shift+Enter, Ctrl+Enter, Cmd+Enter; Enter alone makes
     a new line). The answer streams in as rendered markdown; Stop ends it and keeps what was
-    said. The conversation is the one ``%%ollama --chat --session NAME`` uses, so cells and
-    the widget can take turns on it (one answer at a time: while one streams, the other is
-    refused with a message).
+    said. Export downloads the conversation as markdown (``chat-<session>.md``, as
+    :meth:`to_markdown` writes it). The conversation is the one ``%%ollama --chat --session
+    NAME`` uses, so cells and the widget can take turns on it (one answer at a time: while one
+    streams, the other is refused with a message).
 
     Call :meth:`close` when done: until then the conversation (which tells the widget about
     changes) and ipywidgets (which keeps every open widget) hold it, displayed or not.
@@ -330,6 +361,7 @@ class ChatWidget(w.VBox):
         self._ghost: list[_Row] = []  # a question (and partial answer) not in the conversation
         self._ghost_user: dict[str, Any] | None = None
         self._fps = float(fps if fps is not None else getattr(self._magics, "fps", 10.0))
+        self._awaiting_text: threading.Timer | None = None  # a click on Send, box still empty
 
         if isinstance(session, Conversation):
             self.conversation = session
@@ -382,6 +414,9 @@ class ChatWidget(w.VBox):
         self.clear_button.on_click(self._clear_clicked)
         for button in (self.retry_button, self.clear_button):
             button.layout.width = "6.5em"
+        self.export_link = w.HTML()
+        """The Export control: downloads the conversation as markdown (kept current)."""
+        self.export_link.add_class("om-export-box")
         title = w.HTML(
             f'<span class="om-title"><i class="fa fa-comments"></i> '
             f"{escape(self.conversation.name)}</span>"
@@ -389,7 +424,7 @@ class ChatWidget(w.VBox):
         spacer = w.Box()
         spacer.add_class("om-spacer")
         parts = (title, self.model_picker, self.refresh_button, spacer, self.retry_button)
-        toolbar = w.HBox([*parts, self.clear_button])
+        toolbar = w.HBox([*parts, self.export_link, self.clear_button])
         toolbar.add_class("om-toolbar")
 
         # The options panel: empty fields mean "the model's default" (nothing is sent).
@@ -444,6 +479,7 @@ class ChatWidget(w.VBox):
             continuous_update=False,
         )
         self.input.add_class("om-input")
+        self.input.observe(self._input_changed, names="value")
         self.send_button = w.Button(description="Send", icon="paper-plane", tooltip="Shift+Enter")
         self.send_button.add_class("om-send")
         self.send_button.on_click(self._send_clicked)
@@ -633,6 +669,10 @@ class ChatWidget(w.VBox):
         self.stop()
         self.wait(10)
         self._closed = True
+        with self._lock:
+            awaiting, self._awaiting_text = self._awaiting_text, None
+        if awaiting is not None:
+            awaiting.cancel()
         with contextlib.suppress(ValueError):
             self.conversation.changed.remove(self._conversation_changed)
         with self._lock:
@@ -647,6 +687,48 @@ class ChatWidget(w.VBox):
 
     @_handler
     def _send_clicked(self, _: Any) -> None:
+        # The box's text and the click come on different comms, which the kernel may handle
+        # on different threads: ipykernel 7 sends a comm's messages to the subshell it last
+        # published from, so the box's go to the frontend's widget subshell and the button's
+        # (it never publishes) to the main shell. The click can be handled first, so an empty
+        # box waits a moment for its text before saying there is nothing to send.
+        with self._lock:
+            if self._closed or self.input.value.strip() or self.upload.value:
+                awaiting = None
+            elif self._awaiting_text is None:
+                awaiting = threading.Timer(
+                    _TEXT_GRACE, contextvars.copy_context().run, args=(self._text_late,)
+                )
+                awaiting.daemon = True
+                self._awaiting_text = awaiting
+            else:
+                return  # clicked again while waiting
+        if awaiting is None:
+            self.ask()
+        else:
+            awaiting.start()
+
+    def _input_changed(self, change: dict[str, Any]) -> None:
+        """The box's text arrived: send it if Send was clicked before it came."""
+        if not str(change.get("new") or "").strip():
+            return
+        with self._lock:
+            awaiting, self._awaiting_text = self._awaiting_text, None
+        if awaiting is not None:
+            awaiting.cancel()
+            self._send_awaited()
+
+    @_handler
+    def _send_awaited(self) -> None:
+        self.ask()
+
+    @_handler
+    def _text_late(self) -> None:
+        """No text came in time after a click on Send: say so (ask() does)."""
+        with self._lock:
+            if self._awaiting_text is not threading.current_thread():
+                return  # the text came meanwhile, or the widget closed
+            self._awaiting_text = None
         self.ask()
 
     @_handler
@@ -932,6 +1014,8 @@ class ChatWidget(w.VBox):
                 self.system_box.value = system
             self._system_shown = system
             self._show_rows()
+            # The download holds the conversation as it is now (sent only when it changed).
+            self.export_link.value = _export_html(self.conversation.name, self.to_markdown())
 
     def _show_rows(self) -> None:
         widgets: list[w.Widget] = [r.widget for r in [*self._rows, *self._ghost]]
@@ -966,12 +1050,25 @@ def _chat_arguments(line: str) -> None:
     """Open a chat widget on a conversation."""
 
 
-def open_chat(magics: Any, argv: list[str]) -> ChatWidget:
+#: What ``%ollama chat`` says where a widget cannot show (terminal IPython).
+_NEEDS_NOTEBOOK = (
+    "The chat widget needs a notebook frontend (JupyterLab, Notebook 7, VS Code, Colab); "
+    "in a terminal, chat with %%ollama --chat [--session NAME]."
+)
+
+
+def open_chat(magics: Any, argv: list[str]) -> ChatWidget | None:
     """``%ollama chat [MODEL] [--session NAME]``: open a chat widget on the magics' sessions.
+
+    In terminal IPython, which shows only text, no widget is made (it would print as a repr
+    full of CSS): one line says where the widget works and what to use instead.
 
     Args:
         magics: The ``OllamaMagics`` instance (its conversations, client and settings).
         argv: The words after ``chat``, already split shell-style.
+
+    Returns:
+        The widget, or None in a terminal.
 
     Raises:
         UsageError: The arguments do not fit the usage line.
@@ -982,4 +1079,7 @@ def open_chat(magics: Any, argv: list[str]) -> ChatWidget:
     except UsageError as error:
         usage = " ".join(parser.format_usage().replace("::", "").split())
         raise UsageError(f"{error}. Usage: {usage}") from error
+    if not magics._rich_output():
+        print(_NEEDS_NOTEBOOK)
+        return None
     return ChatWidget(args.model, session=args.session, magics=magics)

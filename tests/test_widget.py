@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from html.parser import HTMLParser
 
 import ipywidgets as w
 import pytest
@@ -192,6 +193,29 @@ def test_stop_ends_a_slow_answer_at_once_and_keeps_the_partial_text(open_widget,
     send(chat, "again")
     finish(chat)
     assert chat.messages[-1]["content"] == "Back."
+
+
+def test_send_clicked_before_the_boxs_text_arrives_sends_that_text(open_widget, fake_ollama):
+    # In a kernel the click and the box's text come on different comms, which can be handled
+    # on different threads (the button's on the main shell, the box's on the widget
+    # subshell): the click can be handled before the text the box showed has arrived.
+    fake_ollama.add_reply("late", "It arrived.")
+    chat = open_widget("llama3.2")
+    statuses: list[str] = []
+    chat.status.observe(lambda change: statuses.append(text_of(change["new"])), names="value")
+    chat.send_button.click()  # the box is still empty in the kernel
+    arrives = threading.Thread(target=setattr, args=(chat.input, "value", "the late text"))
+    arrives.start()
+    arrives.join()
+    wait_until(lambda: len(chat.messages) == 2)
+    finish(chat)
+    assert [m["content"] for m in chat.messages] == ["the late text", "It arrived."]
+    assert chat.input.value == ""
+    assert not [s for s in statuses if "Nothing to send" in s], statuses
+
+    chat.send_button.click()  # an empty box, and nothing comes: said after a moment
+    wait_until(lambda: "Nothing to send" in status(chat), 5)
+    assert len(chat.messages) == 2 and not chat.busy
 
 
 def test_stop_before_the_first_word_gives_the_text_back(open_widget, fake_ollama):
@@ -691,9 +715,10 @@ def test_clear_export_and_messages(open_widget, fake_ollama):
 
 def test_open_chat_parses_the_line_like_the_other_subcommands(ipython, fake_ollama):
     magics = ipython.magics_manager.registry["OllamaMagics"]
-    chat = open_chat(magics, ["qwen3", "--session", "notes"])
-    other = open_chat(magics, ["--session=notes"])
-    plain = open_chat(magics, [])
+    with capture_output():  # a notebook-like display: widgets show
+        chat = open_chat(magics, ["qwen3", "--session", "notes"])
+        other = open_chat(magics, ["--session=notes"])
+        plain = open_chat(magics, [])
     try:
         assert chat.model == "qwen3:latest" and chat.conversation is magics.conversations["notes"]
         assert other.conversation is chat.conversation
@@ -704,6 +729,100 @@ def test_open_chat_parses_the_line_like_the_other_subcommands(ipython, fake_olla
     for bad in (["--session"], ["a", "b"], ["--model", "x"]):
         with pytest.raises(UsageError, match=r"Usage: %ollama chat \[--session NAME\] \[MODEL\]"):
             open_chat(magics, bad)
+
+
+def test_chat_in_terminal_ipython_says_where_it_works_instead_of_a_widget(
+    ipython, fake_ollama, capsys
+):
+    # The fixture's shell displays as terminal IPython does: text only.
+    before = live_widgets()
+    assert ipython.run_line_magic("ollama", "chat --session notes") is None
+    assert capsys.readouterr().out == (
+        "The chat widget needs a notebook frontend (JupyterLab, Notebook 7, VS Code, Colab); "
+        "in a terminal, chat with %%ollama --chat [--session NAME].\n"
+    )
+    assert live_widgets() == before, "no widget was made: no comm opened"
+    with pytest.raises(UsageError, match="Usage"):
+        ipython.run_line_magic("ollama", "chat a b")  # the arguments are still checked
+
+    with capture_output() as captured:  # as in a kernel: a display that renders widgets
+        chat = ipython.run_line_magic("ollama", "chat --session notes")
+    try:
+        assert isinstance(chat, ChatWidget) and chat.conversation.name == "notes"
+        assert "needs a notebook" not in captured.stdout
+    finally:
+        chat.close()
+
+
+class _Tags(HTMLParser):
+    """The start tags of an HTML fragment and their attributes, as a browser reads them."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def export_link(chat: ChatWidget) -> dict[str, str | None]:
+    """The attributes of the Export control's link."""
+    links = [attrs for tag, attrs in _Tags(chat.export_link.value).tags if tag == "a"]
+    assert len(links) == 1, chat.export_link.value
+    return links[0]
+
+
+def downloaded(link: dict[str, str | None]) -> str:
+    """What a browser saves when the link is clicked."""
+    prefix = "data:text/markdown;charset=utf-8;base64,"
+    href = link["href"] or ""
+    assert href.startswith(prefix), href[:60]
+    return base64.b64decode(href[len(prefix) :], validate=True).decode("utf-8")
+
+
+def test_export_downloads_the_latest_conversation_as_markdown(open_widget, fake_ollama):
+    fake_ollama.add_reply("France", "Paris.")
+    fake_ollama.add_reply("Germany", "Berlin, *of course*.")
+    chat = open_widget("llama3.2", session=Conversation("geography"))
+    assert chat.export_link in chat.children[1].children, "Export is in the toolbar"
+    empty = export_link(chat)
+    assert "href" not in empty and "nothing to export" in (empty["title"] or "")
+
+    send(chat, "The capital of France?")
+    finish(chat)
+    link = export_link(chat)
+    assert text_of(chat.export_link.value) == "Export"
+    assert link["download"] == "chat-geography.md"
+    assert "Export" in (link["title"] or "") and "markdown" in (link["title"] or "")
+    assert downloaded(link) == chat.to_markdown()
+    assert downloaded(link).endswith(
+        "**User**\n\nThe capital of France?\n\n---\n\n**Assistant**\n\nParis."
+    )
+
+    send(chat, "And of Germany?")
+    finish(chat)
+    assert downloaded(export_link(chat)).endswith("**Assistant**\n\nBerlin, *of course*.")
+    chat.conversation.append({"role": "user", "content": "A turn from a cell."})
+    assert downloaded(export_link(chat)) == chat.to_markdown(), "kept current whoever writes"
+
+
+def test_the_export_link_escapes_everything_it_writes(open_widget, fake_ollama):
+    hostile = '"><img src=x onerror=alert(1)>'
+    evil = '</a><script>alert(2)</script><img src=x onerror="alert(3)"> "quoted" & more'
+    fake_ollama.add_reply("evil", evil)
+    chat = open_widget("llama3.2", session=Conversation(hostile))
+    send(chat, "evil " + hostile)
+    finish(chat)
+    value = chat.export_link.value
+    assert [tag for tag, _ in _Tags(value).tags] == ["a", "i"], value
+    assert not re.search(r"<(img|script)\b", value, re.I) and "alert(2)" not in value
+    link = export_link(chat)
+    assert set(link) == {"class", "download", "href", "title"}
+    assert hostile in (link["title"] or ""), "the session's name, as text"
+    assert link["download"] == "chat-img_src_x_onerror_alert_1.md"
+    assert downloaded(link) == chat.to_markdown() and evil in downloaded(link)
 
 
 def test_importing_the_package_does_not_import_ipywidgets():

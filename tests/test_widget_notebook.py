@@ -6,7 +6,9 @@ the chat showed: the widget's own turn and the one the magic added in a later ce
 
 from __future__ import annotations
 
+import base64
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -39,11 +41,11 @@ def cell_by_source(notebook, start: str):
     return next(c for c in notebook.cells if c.cell_type == "code" and c.source.startswith(start))
 
 
-def shown_messages(notebook, cell) -> list[str]:
-    """The HTML of each message the saved chat widget shows, oldest first.
+def saved_part(notebook, cell, dom_class: str) -> tuple[dict, Callable[[str], dict]]:
+    """The saved state of the part of the chat with ``dom_class``, and the lookup of models.
 
-    Follows model ids from the widget the cell displayed down to its message list (the saved
-    state also holds widgets that were closed, such as the bubbles of streaming answers).
+    Follows model ids from the widget the cell displayed down to that part (the saved state
+    also holds widgets that were closed, such as the bubbles of streaming answers).
     """
     state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
 
@@ -52,13 +54,19 @@ def shown_messages(notebook, cell) -> list[str]:
 
     def find(ref: str) -> dict | None:
         node = model(ref)
-        if "om-list" in node.get("_dom_classes", ()):
+        if dom_class in node.get("_dom_classes", ()):
             return node
         return next(filter(None, (find(child) for child in node.get("children", ()))), None)
 
     root = cell.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]
-    message_list = find(root)
-    assert message_list is not None, "the chat's message list is in the saved state"
+    part = find(root)
+    assert part is not None, f"the chat's {dom_class} is in the saved state"
+    return part, model
+
+
+def shown_messages(notebook, cell) -> list[str]:
+    """The HTML of each message the saved chat widget shows, oldest first."""
+    message_list, model = saved_part(notebook, cell, "om-list")
     return [model(child).get("value", "") for child in message_list["children"]]
 
 
@@ -90,3 +98,15 @@ def test_messages_and_the_markdown_export(executed):
     exported = cell_by_source(notebook, "print(chat.to_markdown())").outputs[0].text
     assert f"**User**\n\n{QUESTION}" in exported
     assert re.search(r"\*\*Assistant\*\*\n\nThis is \*\*llama3\.2", exported)
+
+
+def test_the_export_button_downloads_what_to_markdown_gives(executed):
+    notebook, _ = executed
+    cell = cell_by_source(notebook, "from ollama_magic import ChatWidget")
+    link, _ = saved_part(notebook, cell, "om-export-box")
+    href = re.search(
+        r'href="data:text/markdown;charset=utf-8;base64,([A-Za-z0-9+/=]+)"', link["value"]
+    )
+    assert href and 'download="chat-demo.md"' in link["value"]
+    exported = cell_by_source(notebook, "print(chat.to_markdown())").outputs[0].text
+    assert base64.b64decode(href.group(1)).decode("utf-8") + "\n" == exported
