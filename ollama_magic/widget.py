@@ -760,6 +760,8 @@ class ChatWidget(w.VBox):
         if self.conversation.model or configured or not listed:
             return self.conversation.model or configured
         try:
+            if self._magics is not None:  # the cells' choice, made once and kept
+                return str(self._magics.default_model(self.client))
             return newest_model(self.client)
         except OllamaError:
             return ""  # only embedding models: sending says what to do

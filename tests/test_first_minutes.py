@@ -481,3 +481,14 @@ def test_thinking_before_a_tool_call_counts_as_thinking(ipython, fake_ollama):
     ipython.user_ns["clock"] = clock
     html = final_html(run(ipython, "qwen3 --think --tools clock", "time?"))
     assert "It is noon." in html and "returned no thinking" not in html
+
+
+def test_the_chat_widget_uses_the_default_model_the_cells_chose(ipython, fake_ollama):
+    run(ipython, "", "hi")
+    line(ipython, "pull mistral")  # now the newest local model
+    with capture_output():  # a notebook-like frontend, where %ollama chat makes a widget
+        chat = ipython.run_line_magic("ollama", "chat --session other")
+    try:
+        assert chat.model == "llama3.2:latest"
+    finally:
+        chat.close()
