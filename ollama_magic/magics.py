@@ -35,7 +35,7 @@ from ollama_magic.options import SecretHeaders, check_duration, check_headers, c
 from ollama_magic.render import escape
 from ollama_magic.structured import OutputFormat, output_format, plain_data
 from ollama_magic.tools import Toolbox
-from ollama_magic.views import NotebookView, QuietView, TextView
+from ollama_magic.views import NotebookView, QuietView, TextView, note_html
 
 __all__ = ["OllamaMagics"]
 
@@ -414,7 +414,7 @@ class OllamaMagics(Magics):
         if args.out and (view.started or view.partial):
             self.shell.user_ns[args.out] = view.partial
         if not view.partial:
-            return "stopped before the model answered."
+            return f"stopped before the {'answer began' if view.started else 'model answered'}."
         where = f", also in {args.out}" if args.out else ""
         return f"the partial answer is kept ({len(view.partial)} characters{where})."
 
@@ -423,9 +423,7 @@ class OllamaMagics(Magics):
         if not self._rich_output():
             print(text)
             return
-        style = "color: var(--jp-ui-font-color2, #6e6e6e); font-size: 0.85em"
-        html = f'<div class="ollama-magic-note" style="{style}">{escape(text)}</div>'
-        display({"text/html": html, "text/plain": text}, raw=True)
+        display({"text/html": note_html(text), "text/plain": text}, raw=True)
 
     def _request(
         self,

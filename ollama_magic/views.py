@@ -14,7 +14,7 @@ from ollama_magic.render import DisplaySink, IPythonSink, LiveMarkdown, escape
 from ollama_magic.structured import plain_data
 from ollama_magic.types import ToolCall
 
-__all__ = ["NotebookView", "QuietView", "TextView", "tool_call_html", "value_html"]
+__all__ = ["NotebookView", "QuietView", "TextView", "note_html", "tool_call_html", "value_html"]
 
 # Muted like JupyterLab's secondary text, with a fallback colour for other frontends.
 _MUTED = "color: var(--jp-ui-font-color2, #6e6e6e); font-size: 0.85em"
@@ -23,6 +23,11 @@ _ERROR = (
     '<div class="ollama-magic-error" style="color: var(--jp-error-color1, #c62828); '
     'font-size: 0.9em; margin-top: 0.4em">{}</div>'
 )
+
+
+def note_html(text: str) -> str:
+    """One muted line of text (a note above an answer), escaped."""
+    return f'<div class="ollama-magic-note" style="{_MUTED}">{escape(text)}</div>'
 
 
 def _answer(body: str) -> str:
