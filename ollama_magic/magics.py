@@ -356,8 +356,9 @@ class OllamaMagics(Magics):
         prompt = filled.text
         client = self.client(args.host)
         explicit = args.model_name or args.model
-        if args.dry_run and not (explicit or self.model):
-            model, notes = "<newest local model>", ["the model is chosen when the cell is sent"]
+        chosen = explicit or self.model or client.host in self._default_models
+        if args.dry_run and not chosen:  # a dry run does not choose the kernel's default
+            model, notes = "<newest local model>", ["The model is chosen when a cell is sent."]
         else:
             model, notes = self.resolve_model(explicit, client)
         output = output_format(args.format, namespace) if args.format else None

@@ -492,3 +492,12 @@ def test_the_chat_widget_uses_the_default_model_the_cells_chose(ipython, fake_ol
         assert chat.model == "llama3.2:latest"
     finally:
         chat.close()
+
+
+def test_a_dry_run_shows_the_default_model_once_chosen(ipython, fake_ollama):
+    shown = run(ipython, "--dry-run", "hi").outputs[0].data["text/plain"]
+    assert '"model": "<newest local model>"' in shown
+    assert shown.endswith("The model is chosen when a cell is sent.")
+    run(ipython, "", "hi")
+    shown = run(ipython, "--dry-run", "hi").outputs[0].data["text/plain"]
+    assert '"model": "llama3.2:latest"' in shown
