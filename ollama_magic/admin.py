@@ -30,6 +30,7 @@ from ollama_magic.errors import (
 from ollama_magic.markdown import render_markdown
 from ollama_magic.options import OLLAMA_OPTIONS, mask_headers
 from ollama_magic.render import escape
+from ollama_magic.terminal import printable
 
 if TYPE_CHECKING:
     from ollama_magic.client import Client
@@ -122,7 +123,7 @@ def show(magics: OllamaMagics, rest: list[str]) -> None:
     if info.get("template"):
         lines += ["", "**Template**", "", "```", info["template"].strip(), "```"]
     text = "\n".join(lines)
-    display({"text/html": render_markdown(text), "text/plain": text}, raw=True)
+    display({"text/html": render_markdown(text), "text/plain": printable(text)}, raw=True)
 
 
 def pull(magics: OllamaMagics, rest: list[str]) -> None:
@@ -161,14 +162,14 @@ def status(magics: OllamaMagics, rest: list[str]) -> None:
         reachable = not isinstance(exc, (ServerUnreachable, OllamaTimeout))
         lines.append(f"server: {'answers' if reachable else 'not reachable'}: {exc.message}")
         lines.append(exc.hint)
-        print("\n".join(lines))
+        print(printable("\n".join(lines)))
         return
     try:
         models = client.list()
     except OllamaError as exc:
         lines.append(f"server: answers, but not as Ollama does: {exc.message}")
         lines.append(f"Check {client.host_source}: the port, and any path prefix of a proxy.")
-        print("\n".join(lines))
+        print(printable("\n".join(lines)))
         return
     if version:
         lines.append(f"server: Ollama {version}")
@@ -185,7 +186,7 @@ def status(magics: OllamaMagics, rest: list[str]) -> None:
     lines.append(_model_line(magics, client.host, names, loaded or []))
     loaded_text = "unknown (no /api/ps)" if loaded is None else ", ".join(loaded) or "none"
     lines.append(f"local models: {len(names)}; loaded now: {loaded_text}")
-    print("\n".join(lines))
+    print(printable("\n".join(lines)))
 
 
 def _model_line(magics: OllamaMagics, host: str, names: list[str], loaded: list[str]) -> str:
@@ -270,7 +271,7 @@ def _check_model(model: str, client: Client) -> None:
     try:
         names = [m.name for m in client.list()]
     except OllamaError as exc:
-        print(f"Warning: could not check that {model} is on the server: {exc.message}")
+        print(printable(f"Warning: could not check that {model} is on the server: {exc.message}"))
         return
     if _on_server(model, names):
         return
@@ -298,7 +299,7 @@ def history(magics: OllamaMagics, rest: list[str]) -> None:
         print(f"The conversation {name!r} is empty. Start one with %%ollama --chat.")
         return
     text = conversation.to_markdown()
-    display({"text/html": render_markdown(text), "text/plain": text}, raw=True)
+    display({"text/html": render_markdown(text), "text/plain": printable(text)}, raw=True)
 
 
 def reset(magics: OllamaMagics, rest: list[str]) -> None:
@@ -362,7 +363,7 @@ class _PullProgress:
         percent = f"{self.fraction * 100:5.1f}%" if self.fraction is not None else ""
         text = f"pull {self.model}: {self.status} {percent}".rstrip()
         if not self.in_kernel:
-            sys.stdout.write("\r" + text.ljust(70))
+            sys.stdout.write("\r" + printable(text).ljust(70))
             sys.stdout.flush()
             return
         value = int((self.fraction or 0) * 1000)
@@ -371,7 +372,7 @@ class _PullProgress:
             f'<progress value="{value}" max="1000" style="width: 16em; vertical-align: middle">'
             f"</progress> {percent}</div>"
         )
-        bundle = {"text/html": html, "text/plain": text}
+        bundle = {"text/html": html, "text/plain": printable(text)}
         if self.handle is None:
             self.handle = display(bundle, raw=True, display_id=True)
         else:
@@ -405,7 +406,7 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
         "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
     )
     html = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    display({"text/html": html, "text/plain": text}, raw=True)
+    display({"text/html": html, "text/plain": printable(text)}, raw=True)
 
 
 COMMANDS: dict[str, Callable[[OllamaMagics, list[str]], Any]] = {

@@ -144,13 +144,21 @@ def encode_image(image: ImageInput) -> str:
             hint="Pass bytes, a file path, or base64 text.",
         )
     text = image.strip()
-    if text.startswith("data:") and ";base64," in text[:100]:
-        return text.split(";base64,", 1)[1]
-    if len(text) < 4096 and _is_file(text):
+    uri = text.startswith("data:") and ";base64," in text[:100]
+    if uri:
+        text = text.split(";base64,", 1)[1]
+    elif len(text) < 4096 and _is_file(text):
         return _read_image_file(Path(text).expanduser())
     try:
-        base64.b64decode(text, validate=True)
+        # Decoded strictly and encoded again: what goes on (into a request, or into a
+        # thumbnail's src) is base64 alone, never the quotes or markup a string can carry.
+        return base64.b64encode(base64.b64decode(text, validate=True)).decode("ascii")
     except (binascii.Error, ValueError):
+        if uri:
+            raise OllamaError(
+                "The image's data: URI does not hold valid base64.",
+                hint="Pass the image's bytes or its file instead.",
+            ) from None
         if re.search(r"[/\\]|\.[A-Za-z]{2,5}$", text[-300:]):
             raise OllamaError(
                 f"Image file not found: {text}", hint="Check the path (relative to the notebook)."
@@ -159,7 +167,6 @@ def encode_image(image: ImageInput) -> str:
             "Image is neither a file nor base64 text.",
             hint="Pass bytes, an existing file path, or base64 text.",
         ) from None
-    return text
 
 
 def _is_file(text: str) -> bool:

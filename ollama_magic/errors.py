@@ -12,6 +12,8 @@ import os
 import sys
 from typing import ClassVar
 
+from ollama_magic.terminal import printable
+
 __all__ = [
     "BadRequest",
     "ModelNotFound",
@@ -56,9 +58,11 @@ class OllamaError(Exception):
 
             return traceback.format_exception(type(self), self, self.__traceback__)
         red, reset = ("\x1b[31m", "\x1b[0m") if _colour() else ("", "")
-        lines = [f"{red}{type(self).__name__}{reset}: {self.message}"]
+        # Messages quote the server and the model; only our own colour codes may drive a
+        # terminal.
+        lines = [f"{red}{type(self).__name__}{reset}: {printable(self.message)}"]
         if self.hint:
-            lines.append(self.hint)
+            lines.append(printable(self.hint))
         return lines
 
 

@@ -109,7 +109,7 @@ def thumbnails_html(images: list[str], names: list[str] | None = None) -> str:
             cells.append(f'<span style="margin-right: 0.5em">[{label}]</span>')
             continue
         cells.append(
-            f'<img src="data:{mime};base64,{data}" alt="{label}" title="{label}" '
+            f'<img src="data:{mime};base64,{escape(data)}" alt="{label}" title="{label}" '
             'style="max-height: 96px; max-width: 160px; margin-right: 0.5em; '
             'border-radius: 4px; vertical-align: top">'
         )

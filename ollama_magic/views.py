@@ -12,6 +12,7 @@ from ollama_magic.core import Outcome, footer_parts
 from ollama_magic.errors import OllamaError
 from ollama_magic.render import DisplaySink, IPythonSink, LiveMarkdown, escape
 from ollama_magic.structured import plain_data
+from ollama_magic.terminal import printable
 from ollama_magic.types import ToolCall
 
 __all__ = ["NotebookView", "QuietView", "TextView", "note_html", "tool_call_html", "value_html"]
@@ -250,6 +251,7 @@ class TextView:
         self._write(text)
 
     def _write(self, text: str) -> None:
+        text = printable(text)  # model text must not drive the terminal (OSC 52, titles)
         if text:
             self.out.write(text)
             self.out.flush()
@@ -274,7 +276,7 @@ class TextView:
         if outcome.error is not None:
             lines.append(f"[error: {outcome.error.message}]")
         lines.append("[" + " · ".join(footer_parts(outcome) + self._notes) + "]")
-        self.out.write("\n\n" + "\n".join(lines) + "\n")
+        self.out.write("\n\n" + printable("\n".join(lines)) + "\n")
         self.out.flush()
 
 
