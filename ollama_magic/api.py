@@ -21,6 +21,7 @@ from ollama_magic.client import Client
 from ollama_magic.conversation import Conversation
 from ollama_magic.core import ask as _ask
 from ollama_magic.core import build_request, newest_model
+from ollama_magic.errors import OllamaError
 from ollama_magic.images import image_base64
 from ollama_magic.structured import output_format
 from ollama_magic.tools import Toolbox
@@ -35,7 +36,7 @@ def ask(
     *,
     format: Any = None,
     retries: int = 0,
-    tools: Iterable[Callable[..., Any]] = (),
+    tools: Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]] = (),
     max_tool_rounds: int = 5,
     system: str | None = None,
     images: Sequence[Any] = (),
@@ -52,7 +53,8 @@ def ask(
         format: ``"json"``, a JSON-schema dict, a pydantic model, a dataclass, a TypedDict, or
             ``list[...]`` of one of those.
         retries: With ``format``: how many times to ask again when the answer is invalid.
-        tools: Python functions the model may call (their results go back to it).
+        tools: Python functions the model may call (their results go back to it); a dict
+            names them (a lambda, a partial or a callable object has no name of its own).
         max_tool_rounds: Tool rounds at most.
         system: The system prompt.
         images: Files, bytes, PIL images or numpy arrays, for vision models.
@@ -67,7 +69,10 @@ def ask(
     client = client or Client()
     model = model or os.environ.get("OLLAMA_MODEL") or newest_model(client)
     output = output_format(format) if format is not None else None
-    toolbox = Toolbox(tools) if tools else None
+    try:
+        toolbox = Toolbox(tools) if tools else None
+    except ValueError as exc:
+        raise OllamaError(str(exc)) from None
     request = build_request(
         model,
         prompt,

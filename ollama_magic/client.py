@@ -43,7 +43,19 @@ from ollama_magic.transport import Adapter, Cancellation, Cancelled, bind
 from ollama_magic.types import Chunk, Metrics, ModelInfo, Progress, Result, RunningModel, ToolCall
 
 # Cancellation is defined in transport.py and re-exported here, beside the calls that take it.
-__all__ = ["DEFAULT_HOST", "Cancellation", "Client", "Stream", "encode_image", "parse_host"]
+__all__ = [
+    "DEFAULT_HOST",
+    "MAX_LINE_BYTES",
+    "Cancellation",
+    "Client",
+    "Stream",
+    "encode_image",
+    "parse_host",
+    "split_credentials",
+]
+
+#: The longest NDJSON line accepted; a longer one is a StreamError, not a process out of memory.
+MAX_LINE_BYTES = 64 * 1024 * 1024
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
@@ -92,8 +104,10 @@ def parse_host(host: str | None) -> str:
     'http://127.0.0.1:11434'
     >>> parse_host('[::]:8080')
     'http://[::1]:8080'
+    >>> parse_host('https://ada:s3cret@example.com/ollama')  # credentials: see split_credentials
+    'https://example.com:443/ollama'
     """
-    host = (host or "").strip().strip("\"'").strip()
+    host, _ = split_credentials(host)
     port = DEFAULT_PORT
     scheme, _, hostport = host.partition("://")
     if not hostport:
@@ -105,7 +119,7 @@ def parse_host(host: str | None) -> str:
     split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
     try:
         port = split.port or port
-    except ValueError as exc:
+    except ValueError as exc:  # the credentials are already gone from ``host``
         raise OllamaError(
             f"{host!r} is not a valid Ollama host: {exc}.",
             hint="Use a form like http://127.0.0.1:11434 (OLLAMA_HOST, or the host argument).",
@@ -121,6 +135,26 @@ def parse_host(host: str | None) -> str:
         pass
     path = split.path.strip("/")
     return f"{scheme}://{name}:{port}/{path}" if path else f"{scheme}://{name}:{port}"
+
+
+def split_credentials(host: str | None) -> tuple[str, str | None]:
+    """A host without its ``user:password@`` part, and that part (percent-decoded), if any.
+
+    Browsers and curl send such credentials as HTTP Basic authentication; so does
+    :class:`Client`. They are never part of the host shown in messages.
+
+    >>> split_credentials("https://ada:s%40cret@proxy.example/ollama")
+    ('https://proxy.example/ollama', 'ada:s@cret')
+    >>> split_credentials(" localhost:11434 ")
+    ('localhost:11434', None)
+    """
+    host = (host or "").strip().strip("\"'").strip()
+    scheme, sep, rest = host.rpartition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    if not at:
+        return host, None
+    return f"{scheme}{sep}{hostport}{slash}{path}", urllib.parse.unquote(userinfo)
 
 
 def encode_image(image: ImageInput) -> str:
@@ -216,7 +250,8 @@ class Client:
         host_source: str | None = None,
     ) -> None:
         env = os.environ.get("OLLAMA_HOST")
-        self.host = parse_host(host if host is not None else env)
+        bare, userinfo = split_credentials(host if host is not None else env)
+        self.host = parse_host(bare)
         if host_source is None:
             host_source = (
                 "the host given to Client()"
@@ -236,12 +271,15 @@ class Client:
             raise OllamaError(
                 str(exc), hint="Remove the line break (a key read from a file ends with one)."
             ) from None
-        self._session = requests.Session()
-        for prefix in ("http://", "https://"):
-            self._session.mount(prefix, Adapter())
         merged = {key.lower(): value for key, value in given.items()}
+        if userinfo and "authorization" not in merged:
+            basic = base64.b64encode(userinfo.encode()).decode("ascii")
+            merged["authorization"] = f"Basic {basic}"
         if api_key["OLLAMA_API_KEY"] and "authorization" not in merged:
             merged["authorization"] = f"Bearer {api_key['OLLAMA_API_KEY']}"
+        self._session = _Session(private=set(merged))
+        for prefix in ("http://", "https://"):
+            self._session.mount(prefix, Adapter())
         merged.update(
             {
                 "content-type": "application/json",
@@ -253,6 +291,9 @@ class Client:
             }
         )
         self._session.headers.update(merged)
+
+    max_line_bytes: int = MAX_LINE_BYTES
+    """The longest NDJSON line accepted (a longer one is a StreamError)."""
 
     def __repr__(self) -> str:
         return f"Client(host={self.host!r})"
@@ -990,24 +1031,49 @@ def _ndjson_objects(response: requests.Response, client: Client) -> Iterator[dic
     reads is never torn. A single JSON object without a final newline (Ollama's load and
     unload replies, even to a streaming request) is one line too.
     """
-    buffer = b""
+    pieces: list[bytes] = []  # the unfinished line, in pieces: joined once, when it ends
+    size = 0
+    # A server that trickles (a byte now and then) never trips the socket's read timeout;
+    # no complete line for the client's timeout is a timeout all the same.
+    idle = client.timeout
+    progress = time.monotonic()
     for data in response.iter_content(chunk_size=None):
-        buffer += data
-        if b"\n" not in data:
-            continue
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:  # only the new data is searched
+            pieces.append(data[start:end])
+            line, pieces, size = b"".join(pieces), [], 0
+            start = end + 1
+            progress = time.monotonic()
             if line.strip():
                 yield _parse_line(line, client)
-    if buffer.strip():
-        yield _parse_line(buffer, client)
+        if start < len(data):
+            pieces.append(data[start:])
+            size += len(data) - start
+            if size > client.max_line_bytes:
+                raise StreamError(
+                    f"{client.host} sent a line longer than {client.max_line_bytes:,} bytes.",
+                    hint="That is not an Ollama answer; check what serves at "
+                    f"{client.host_source}.",
+                )
+            if idle is not None and time.monotonic() - progress > idle:
+                raise OllamaTimeout(
+                    f"Ollama at {client.host} sent no complete line for {idle:g} s "
+                    "(only a trickle of bytes).",
+                    hint="The server or a proxy in front of it is stuck; try again, or raise "
+                    "the client's timeout.",
+                )
+    tail = b"".join(pieces)
+    if tail.strip():
+        yield _parse_line(tail, client)
 
 
 def _parse_line(line: bytes, client: Client) -> dict[str, Any]:
+    # Invalid UTF-8 in one token should cost that character (U+FFFD), not the answer.
+    text = line.decode("utf-8", "replace")
     try:
-        obj = json.loads(line)
+        obj = json.loads(text)
     except ValueError as exc:
-        text = line.decode("utf-8", "replace").strip()
+        text = text.strip()
         raise StreamError(
             f"{client.host} sent a line that is not JSON: {text[:120]!r}",
             server_message=text,
@@ -1042,6 +1108,28 @@ def _error_text(text: str, response: requests.Response) -> str:
         title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
         text = title.group(1).strip() if title else ""
     return text[:300] or f"{response.status_code} {response.reason or ''}".strip()
+
+
+class _Session(requests.Session):
+    """A session that keeps the user's headers from other hosts.
+
+    requests drops only ``Authorization`` when a redirect leaves the host; a proxy's
+    ``X-Api-Key`` (or any header the user configured) would follow a 307 elsewhere, body and
+    all. Here every such header is dropped whenever requests would drop ``Authorization``.
+    """
+
+    def __init__(self, private: set[str]) -> None:
+        super().__init__()
+        self._private = {name.lower() for name in private}
+
+    def rebuild_auth(self, prepared_request: Any, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if response.request.url and self.should_strip_auth(
+            response.request.url, prepared_request.url
+        ):
+            for name in list(prepared_request.headers):
+                if name.lower() in self._private:
+                    del prepared_request.headers[name]
 
 
 def _quotes_headers(exc: requests.RequestException) -> bool:

@@ -18,7 +18,7 @@ from ollama_magic.client import Cancellation, Client
 from ollama_magic.conversation import Conversation
 from ollama_magic.errors import ModelOutputError, OllamaError
 from ollama_magic.structured import OutputFormat
-from ollama_magic.tools import Toolbox
+from ollama_magic.tools import MAX_CALLS_PER_ROUND, Toolbox
 from ollama_magic.types import Result, ToolCall
 
 __all__ = [
@@ -48,6 +48,10 @@ class Request:
     """Chat: the messages this turn adds to its conversation (the user's, usually)."""
     system: str | None = None
     """Chat: the system prompt the conversation keeps if the turn succeeds ("" removes it)."""
+    template: str | None = None
+    """The prompt as written, before ``{fields}`` were filled (what provenance keeps)."""
+    filled: tuple[str, ...] = ()
+    """The fields filled from the notebook, by name."""
 
     @property
     def model(self) -> str:
@@ -67,11 +71,15 @@ class Request:
 
         Small on purpose: the model, server, options and the prompt of this turn, not the
         whole history (which would make each answer of a chat bigger than the last) nor
-        images or tool schemas.
+        images or tool schemas. The prompt is kept as written, with the names of the fields
+        filled, never their values: a ``{token}`` would otherwise be saved in the notebook,
+        unseen.
         """
         body = self.body
         messages = body.get("messages", [])
         prompt = messages[-1].get("content", "") if messages else body.get("prompt", "")
+        if self.template is not None:
+            prompt = self.template
         fmt = body.get("format")
         info: dict[str, Any] = {
             "model": self.model,
@@ -80,6 +88,8 @@ class Request:
             "options": body.get("options", {}),
             "prompt": prompt,
         }
+        if self.filled:
+            info["filled"] = list(self.filled)
         if messages:
             info["history_messages"] = len(messages) - 1
         if fmt is not None:
@@ -117,6 +127,8 @@ class Outcome:
     """The parsed answer, when a format was asked for."""
     tool_results: list[tuple[ToolCall, str, bool]] = field(default_factory=list)
     """Each tool call run: (call, the text sent back, whether it failed)."""
+    tools_not_run: int = 0
+    """Tool calls refused because a round asked for more than ``MAX_CALLS_PER_ROUND``."""
     started: bool = False
     """Whether the answer began: a chunk arrived, so the view has something to finish.
 
@@ -354,12 +366,19 @@ def _stream(
 def _run_tools(
     tools: Toolbox, calls: tuple[ToolCall, ...], view: AnswerView, outcome: Outcome
 ) -> list[dict[str, Any]]:
-    """Run the calls; the tool messages that carry their results back."""
+    """Run the calls; the tool messages that carry their results back.
+
+    At most ``MAX_CALLS_PER_ROUND`` run; the model hears that the others did not.
+    """
     messages = []
-    for call in calls:
-        text, failed = tools.call(call)
-        outcome.tool_results.append((call, text, failed))
-        _call(view, "tool_call", call, text, failed)
+    for number, call in enumerate(calls):
+        if number < MAX_CALLS_PER_ROUND:
+            text, failed = tools.call(call)
+            outcome.tool_results.append((call, text, failed))
+            _call(view, "tool_call", call, text, failed)
+        else:
+            text = f"Error: not run: at most {MAX_CALLS_PER_ROUND} tool calls run in one round."
+            outcome.tools_not_run += 1
         message = {"role": "tool", "content": text, "tool_name": call.name}
         if call.id:
             message["tool_call_id"] = call.id
@@ -437,6 +456,10 @@ def footer_parts(outcome: Outcome) -> list[str]:
         if result.done_reason == "length":
             parts.append("truncated at the token limit (raise -n/--num-predict or --ctx)")
         parts += _dropped_features(outcome, result)
+    if outcome.tools_not_run:
+        parts.append(
+            f"{outcome.tools_not_run} tool calls not run (at most {MAX_CALLS_PER_ROUND} a round)"
+        )
     if outcome.interrupted:
         parts.append("interrupted")
     elif outcome.stopped:

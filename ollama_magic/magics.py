@@ -201,11 +201,12 @@ class OllamaMagics(Magics):
 
     def client(self, host: str | None = None) -> Client:
         """The client for ``host`` (default: the configured one), reused across cells."""
-        url = parse_host(host or self.host or None)
-        key = (url, self._host_source(host))
+        given = host or self.host or None
+        key = (parse_host(given), self._host_source(host))
         if key not in self._clients:
+            # The host as given, so that user:password@ in it still reaches the client.
             self._clients[key] = Client(
-                url, headers=self.headers, timeout=self.timeout, host_source=key[1]
+                given, headers=self.headers, timeout=self.timeout, host_source=key[1]
             )
         return self._clients[key]
 
@@ -369,6 +370,7 @@ class OllamaMagics(Magics):
             conversation = self.conversations[args.session or DEFAULT_SESSION]
         request = self._request(args, prompt, model, output, tools, images, conversation)
         request.host, request.notes = client.host, notes
+        request.template, request.filled = cell.strip(), filled.filled
 
         if args.dry_run:
             self._show_request(request, filled)
@@ -476,13 +478,19 @@ class OllamaMagics(Magics):
         """The notebook functions named by --tools."""
         if not names:
             return None
-        functions = []
+        functions: dict[str, Any] = {}
         for name in (n.strip() for n in names.split(",") if n.strip()):
             function = self.shell.user_ns.get(name)
             if not callable(function):
                 raise UsageError(f"--tools: there is no function named {name!r} in the notebook.")
-            functions.append(function)
-        return Toolbox(functions)
+            # A function's own name, unless it has none that a model can call (a partial, a
+            # callable object, a lambda) or another tool has it: then the notebook's name.
+            own = getattr(function, "__name__", "")
+            functions[own if own.isidentifier() and own not in functions else name] = function
+        try:
+            return Toolbox(functions)
+        except ValueError as exc:
+            raise UsageError(f"--tools: {exc}") from None
 
     def _view(self, args: Any, notes: list[str], *, structured: bool = False) -> AnswerView:
         if args.quiet:

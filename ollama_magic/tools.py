@@ -25,17 +25,18 @@ model (``default`` among them), so a default is also written into the descriptio
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, get_type_hints
 
 from ollama_magic.schema import json_schema, strip_optional
 from ollama_magic.structured import plain_data, schema_problem
 from ollama_magic.types import ToolCall
 
-__all__ = ["Toolbox", "function_tool", "parse_docstring"]
+__all__ = ["MAX_CALLS_PER_ROUND", "Toolbox", "function_tool", "parse_docstring"]
 
 
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
@@ -89,9 +90,12 @@ def _indent_of_entries(text: str, section: str) -> int:
     return 0
 
 
-def function_tool(func: Callable[..., Any]) -> dict[str, Any]:
-    """The ``tools`` entry describing ``func`` to the model."""
-    description, arg_docs = parse_docstring(func.__doc__)
+def function_tool(func: Callable[..., Any], tool_name: str | None = None) -> dict[str, Any]:
+    """The ``tools`` entry describing ``func`` to the model, as ``tool_name`` (default its
+    own name)."""
+    # A partial describes the function it wraps (its own __doc__ is partial's).
+    documented = func.func if isinstance(func, functools.partial) else func
+    description, arg_docs = parse_docstring(documented.__doc__)
     try:
         hints = get_type_hints(func, include_extras=True)
     except (NameError, TypeError):  # a hint that does not resolve: describe without it
@@ -121,18 +125,53 @@ def function_tool(func: Callable[..., Any]) -> dict[str, Any]:
     return {
         "type": "function",
         "function": {
-            "name": func.__name__,
+            "name": tool_name or func.__name__,
             "description": description,
             "parameters": {"type": "object", "properties": properties, "required": required},
         },
     }
 
 
-class Toolbox:
-    """The functions a model may call, by name. Nothing else can ever run."""
+#: Tool calls run in one round at most; a model asking for more hears that the rest were not.
+MAX_CALLS_PER_ROUND = 16
 
-    def __init__(self, functions: Iterable[Callable[..., Any]]) -> None:
-        self.functions = {f.__name__: f for f in functions}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+class Toolbox:
+    """The functions a model may call, by name. Nothing else can ever run.
+
+    Functions are named by their ``__name__``, or by the keys of a mapping (a
+    ``functools.partial``, a callable object or a lambda has no usable name of its own).
+
+    Raises:
+        ValueError: a function has no usable name, or two share one; the message says how
+            to name them.
+    """
+
+    def __init__(
+        self, functions: Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]]
+    ) -> None:
+        named = (
+            list(functions.items())
+            if isinstance(functions, Mapping)
+            else [(getattr(f, "__name__", ""), f) for f in functions]
+        )
+        self.functions: dict[str, Callable[..., Any]] = {}
+        for name, function in named:
+            if not callable(function):
+                raise ValueError(f"The tool {name!r} is not a function.")
+            if not _NAME.fullmatch(name):
+                raise ValueError(
+                    f"A tool needs a name of letters, digits and _ (this one is {name!r}): "
+                    "define it with def, or pass tools as a dict {name: function}."
+                )
+            if name in self.functions:
+                raise ValueError(
+                    f"Two tools are named {name!r}: give each its own name (def, or a dict "
+                    "{name: function})."
+                )
+            self.functions[name] = function
 
     def __bool__(self) -> bool:
         return bool(self.functions)
@@ -140,7 +179,7 @@ class Toolbox:
     @property
     def schemas(self) -> list[dict[str, Any]]:
         """The ``tools`` field of a chat request."""
-        return [function_tool(f) for f in self.functions.values()]
+        return [function_tool(f, name) for name, f in self.functions.items()]
 
     def call(self, call: ToolCall) -> tuple[str, bool]:
         """Run one call; return (text for the model, whether it failed).
@@ -152,7 +191,8 @@ class Toolbox:
         if function is None:
             known = ", ".join(self.functions) or "none"
             return f"Error: there is no tool named {call.name!r}. Available tools: {known}.", True
-        problem = schema_problem(function_tool(function)["function"]["parameters"], call.arguments)
+        parameters = function_tool(function, call.name)["function"]["parameters"]
+        problem = schema_problem(parameters, call.arguments)
         if problem:
             return f"Error: bad arguments for {call.name}: {problem}.", True
         try:
