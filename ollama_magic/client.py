@@ -1040,6 +1040,8 @@ def _ndjson_objects(response: requests.Response, client: Client) -> Iterator[dic
     for data in response.iter_content(chunk_size=None):
         start = 0
         while (end := data.find(b"\n", start)) >= 0:  # only the new data is searched
+            if size + end - start > client.max_line_bytes:
+                raise _too_long(client)
             pieces.append(data[start:end])
             line, pieces, size = b"".join(pieces), [], 0
             start = end + 1
@@ -1050,11 +1052,7 @@ def _ndjson_objects(response: requests.Response, client: Client) -> Iterator[dic
             pieces.append(data[start:])
             size += len(data) - start
             if size > client.max_line_bytes:
-                raise StreamError(
-                    f"{client.host} sent a line longer than {client.max_line_bytes:,} bytes.",
-                    hint="That is not an Ollama answer; check what serves at "
-                    f"{client.host_source}.",
-                )
+                raise _too_long(client)
             if idle is not None and time.monotonic() - progress > idle:
                 raise OllamaTimeout(
                     f"Ollama at {client.host} sent no complete line for {idle:g} s "
@@ -1065,6 +1063,13 @@ def _ndjson_objects(response: requests.Response, client: Client) -> Iterator[dic
     tail = b"".join(pieces)
     if tail.strip():
         yield _parse_line(tail, client)
+
+
+def _too_long(client: Client) -> StreamError:
+    return StreamError(
+        f"{client.host} sent a line longer than {client.max_line_bytes:,} bytes.",
+        hint=f"That is not an Ollama answer; check what serves at {client.host_source}.",
+    )
 
 
 def _parse_line(line: bytes, client: Client) -> dict[str, Any]:

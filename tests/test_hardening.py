@@ -1,0 +1,309 @@
+"""Holes an attacker and a fault injector found, each shut and kept shut.
+
+Real HTTP to the stand-in or to small local servers; magics through a real IPython shell.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import threading
+from html.parser import HTMLParser
+
+import pytest
+from _util import RawServer
+from IPython.utils.capture import capture_output
+from test_magics import final_html, last_body, run
+
+from ollama_magic import (
+    ChatWidget,
+    Client,
+    OllamaError,
+    OllamaTimeout,
+    StreamError,
+)
+from ollama_magic.core import Outcome, Request
+from ollama_magic.testing import Reply
+from ollama_magic.types import Result
+from ollama_magic.views import TextView
+
+HOSTILE_IMAGE = 'data:image/png;base64,iVBORw0KGgo" onerror="alert(1)'
+
+
+class _Attributes(HTMLParser):
+    """Every attribute name of every element in some HTML."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.names += [name for name, _ in attrs]
+
+
+# -- 1. an image string cannot write markup ---------------------------------------------------
+
+
+def test_an_image_string_with_markup_is_refused_before_anything_shows(ipython, fake_ollama):
+    ipython.user_ns["img"] = HOSTILE_IMAGE
+    with capture_output() as captured, pytest.raises(OllamaError, match="not hold valid base64"):
+        ipython.run_cell_magic("ollama", "llava -i img", "What is this?")
+    shown = "".join(o.data.get("text/html", "") for o in captured.outputs)
+    assert "onerror" not in _Attributes(shown).names
+    assert fake_ollama.last_request("/api/generate") is None
+    ipython.user_ns["img"] = "data:image/gif;base64,R0lGODlhAQABAAAAACw="  # a valid one
+    run(ipython, "llava -i img", "What is this?")
+    assert last_body(fake_ollama)["images"] == ["R0lGODlhAQABAAAAACw="]
+
+
+def test_a_widget_refuses_an_image_string_with_markup(fake_ollama):
+    chat = ChatWidget("llava", client=Client(fake_ollama.url))
+    try:
+        with pytest.raises(OllamaError, match="not hold valid base64"):
+            chat.ask("What is this?", images=[HOSTILE_IMAGE])
+        html = "".join(getattr(w, "value", "") for w in chat.message_list.children)
+        assert "onerror" not in _Attributes(html).names
+    finally:
+        chat.close()
+
+
+# -- 3. credentials never follow a redirect to another host ------------------------------------
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    target = ""
+
+    def do_POST(self) -> None:
+        self.send_response(307)
+        self.send_header("Location", self.target + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_redirect_to_another_host_carries_no_configured_header(fake_ollama, monkeypatch):
+    monkeypatch.setenv("OLLAMA_API_KEY", "sk-bearer-secret")
+
+    class Handler(_Redirect):
+        target = fake_ollama.url
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        with Client(url, headers={"X-Api-Key": "k-secret", "X-Team": "physics"}) as client:
+            assert client.generate("llama3.2", "hi", stream=False).content
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    headers = fake_ollama.last_request("/api/generate").headers
+    assert "X-Api-Key" not in headers and "X-Team" not in headers
+    assert "Authorization" not in headers
+
+
+# -- 4. one long line ------------------------------------------------------------------------
+
+
+def test_a_line_over_the_cap_is_a_clear_stream_error(fake_ollama):
+    fake_ollama.add_reply("long", Reply(text=["x" * 200_000]))
+    with Client(fake_ollama.url) as client:
+        client.max_line_bytes = 100_000
+        with pytest.raises(StreamError, match="a line longer than 100,000 bytes"):
+            list(client.generate("llama3.2", "long"))
+        assert client.generate("llama3.2", "hi", stream=False).content  # still works
+
+
+# -- 5. nothing untrusted drives the terminal ---------------------------------------------------
+
+
+def test_the_terminal_view_strips_control_sequences():
+    out = io.StringIO()
+    view = TextView(out)
+    view.content("copied\x1b]52;c;ZXZpbA==\x07 \x1b]0;owned\x07title \x9b2J")
+    request = Request("generate", {"model": "evil\x1b[8m"})
+    view.finish(Outcome(request, text="", result=Result(model="evil", content="")))
+    printed = out.getvalue()
+    assert "\x1b" not in printed and "\x07" not in printed and "\x9b" not in printed
+    assert printed.startswith("copied]52;c;ZXZpbA== ]0;ownedtitle 2J")
+
+
+def test_an_error_from_the_server_cannot_drive_the_terminal(client, fake_ollama):
+    from ollama_magic.testing import Fault
+
+    fake_ollama.inject(Fault(status=400, error="bad \x1b]52;c;ZXZpbA==\x07 request"), times=1)
+    with pytest.raises(OllamaError) as info:
+        client.generate("llama3.2", "hi", stream=False)
+    assert info.value._render_traceback_()[0] == "BadRequest: bad ]52;c;ZXZpbA== request"
+
+
+# -- 6. tools ----------------------------------------------------------------------------------
+
+
+def _weather(city: str, unit: str = "c") -> str:
+    """Weather for a city."""
+    return f"{city}: 21 {unit}"
+
+
+class _Clock:
+    def __call__(self) -> str:
+        return "noon"
+
+
+def test_tools_without_a_name_of_their_own_take_the_notebooks(ipython, fake_ollama):
+    ipython.user_ns.update(
+        oslo=functools.partial(_weather, unit="f"),
+        clock=_Clock(),
+        double=lambda text: text * 2,
+        size=lambda text: len(text),
+    )
+    fake_ollama.add_reply("go", Reply(tool_calls=[{"name": "size", "arguments": {"text": "abcd"}}]))
+    run(ipython, "llama3.2 --tools oslo,clock,double,size -o answer", "go")
+    first = fake_ollama.requests[-2].body
+    names = [t["function"]["name"] for t in first["tools"]]
+    assert names == ["oslo", "clock", "double", "size"]
+    assert first["tools"][0]["function"]["description"] == "Weather for a city."
+    tool_message = fake_ollama.requests[-1].body["messages"][-1]
+    assert (tool_message["tool_name"], tool_message["content"]) == ("size", "4")
+
+
+def test_python_tools_without_a_usable_name_are_refused_with_how_to_name_them(fake_ollama):
+    from ollama_magic import ask
+
+    client = Client(fake_ollama.url)
+    with pytest.raises(OllamaError, match=r"pass tools as a dict \{name: function\}"):
+        ask("hi", "llama3.2", tools=[lambda: 1], client=client)
+    with pytest.raises(OllamaError, match="Two tools are named 'f'"):
+        ask("hi", "llama3.2", tools=[_named("f"), _named("f")], client=client)
+    assert ask("hi", "llama3.2", tools={"half": lambda x: x}, client=client)
+
+
+def _named(name: str):
+    def function() -> str:
+        return name
+
+    function.__name__ = name
+    return function
+
+
+def test_a_round_runs_at_most_sixteen_tool_calls_and_says_so(ipython, fake_ollama):
+    calls: list[int] = []
+
+    def count(n: int) -> int:
+        """Count."""
+        calls.append(n)
+        return n
+
+    many = [{"name": "count", "arguments": {"n": i}} for i in range(300)]
+    fake_ollama.add_reply("go", Reply(tool_calls=many))
+    ipython.user_ns["count"] = count
+    html = final_html(run(ipython, "llama3.2 --tools count", "go"))
+    assert len(calls) == 16
+    assert "284 tool calls not run (at most 16 a round)" in html
+    refused = [m for m in fake_ollama.requests[-1].body["messages"] if m["role"] == "tool"]
+    assert len(refused) == 300 and refused[-1]["content"].startswith("Error: not run")
+
+
+# -- 7. a trickling server -----------------------------------------------------------------------
+
+
+def test_a_server_that_trickles_times_out(dead_url):
+    stop = threading.Event()
+
+    def trickle(server, conn):
+        server.read_request(conn)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        while not stop.wait(0.2):  # a byte now and then, never a whole line
+            try:
+                conn.sendall(b"1\r\n \r\n")
+            except OSError:
+                break
+        conn.close()
+
+    errors: list[BaseException] = []
+
+    def read(client: Client) -> None:
+        try:
+            list(client.generate("llama3.2", "hi"))
+        except BaseException as exc:  # the outcome is checked below, in the test's thread
+            errors.append(exc)
+
+    with RawServer(trickle) as server, Client(server.url, timeout=1) as client:
+        # In a thread with a deadline, so that a regression fails here instead of hanging.
+        reader = threading.Thread(target=read, args=(client,), daemon=True)
+        reader.start()
+        reader.join(15)
+        stop.set()
+        assert not reader.is_alive(), "a trickle of bytes kept the read going"
+    assert len(errors) == 1 and isinstance(errors[0], OllamaTimeout), errors
+    assert "no complete line for 1 s" in errors[0].message
+
+
+# -- 8. invalid UTF-8 ------------------------------------------------------------------------------
+
+
+def test_invalid_utf8_costs_a_character_not_the_answer():
+    lines = [
+        b'{"model":"m","response":"caf\xc3\xa9 \xff\xfe ok","done":false}\n',
+        b'{"model":"m","response":"","done":true,"done_reason":"stop"}\n',
+    ]
+
+    def serve(server, conn):
+        server.read_request(conn)
+        body = b"".join(lines)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        conn.close()
+
+    with RawServer(serve) as server, Client(server.url) as client:
+        assert client.generate("m", "hi", stream=False).content == "café \ufffd\ufffd ok"
+
+
+# -- 9. no secret saved in metadata ------------------------------------------------------------
+
+
+def test_the_saved_provenance_keeps_the_template_not_the_filled_secret(ipython, fake_ollama):
+    ipython.user_ns["token"] = "tok-SECRET-123"
+    captured = run(ipython, "llama3.2", "Use {token} to log in")
+    assert last_body(fake_ollama)["prompt"] == "Use tok-SECRET-123 to log in"
+    saved = [o.metadata["ollama_magic"] for o in captured.outputs if o.metadata]
+    assert saved[-1]["prompt"] == "Use {token} to log in"
+    assert saved[-1]["filled"] == ["token"]
+    assert "tok-SECRET-123" not in repr([o.metadata for o in captured.outputs])
+
+
+# -- 10. credentials in the host -------------------------------------------------------------------
+
+
+def test_user_and_password_in_the_host_are_basic_credentials(fake_ollama, monkeypatch):
+    port = fake_ollama.url.rsplit(":", 1)[1]
+    monkeypatch.setenv("OLLAMA_HOST", f"http://ada:pa%40ss@127.0.0.1:{port}")
+    with Client() as client:
+        client.list()
+        assert "pa@ss" not in repr(client) + client.host
+    sent = fake_ollama.last_request("/api/tags").headers["Authorization"]
+    assert sent == "Basic YWRhOnBhQHNz"  # ada:pa@ss
+
+
+def test_an_invalid_port_never_echoes_the_password():
+    with pytest.raises(OllamaError) as info:
+        Client("http://ada:s3cret@example.com:notaport")
+    assert "s3cret" not in str(info.value)
+    assert "example.com:notaport" in str(info.value)
+
+
+def test_the_magics_pass_host_credentials_on(ipython, fake_ollama):
+    port = fake_ollama.url.rsplit(":", 1)[1]
+    run(ipython, f"llama3.2 --host http://ada:pw@127.0.0.1:{port}", "hi")
+    assert fake_ollama.last_request("/api/generate").headers["Authorization"] == "Basic YWRhOnB3"
