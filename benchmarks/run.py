@@ -9,6 +9,10 @@ Run:  .venv/bin/python benchmarks/run.py   (after tests/run or notebooks/run mad
 - stream: 20,000 chunks from the stand-in server through ``Client.generate``. Floor: the same
   HTTP response read with ``requests`` and each line parsed with ``json.loads``, nothing else.
 
+- long line: one 5 MB NDJSON line sent in 100-byte HTTP chunks (a server that answers with a
+  huge object, slowly). Floor: the same body read with ``requests`` and parsed once. A client
+  that re-scans what it has for each piece is quadratic here.
+
 Each figure ends with PASS or FAIL against its target (a multiple of the floor); the command
 exits with status 1 when any fails.
 """
@@ -35,6 +39,7 @@ MAX_BYTES = 30.0  # bytes sent while streaming, against the answer sent once
 MAX_CPU = 30.0  # CPU while streaming, against one render of the whole answer
 MAX_MEMORY = 20.0  # peak memory while streaming, against the answer's text
 MAX_STREAM = 2.0  # Client.generate, against requests + json.loads
+MAX_LONG_LINE = 3.0  # one 5 MB line in small pieces, against requests + one json.loads
 
 
 def verdict(ratio: float, target: float) -> str:
@@ -167,8 +172,63 @@ def bench_stream(chunks: int = 20000) -> None:
     )
 
 
+def bench_long_line(megabytes: int = 5, piece: int = 100) -> None:
+    import socket
+    import threading
+
+    text = "x" * (megabytes * 1_000_000)
+    body = json.dumps({"model": "m", "response": text, "done": True}).encode() + b"\n"
+    framed = b"".join(
+        f"{len(body[i : i + piece]):x}\r\n".encode() + body[i : i + piece] + b"\r\n"
+        for i in range(0, len(body), piece)
+    )
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+    head += b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:  # read the whole request before answering
+                    request += conn.recv(65536)
+                headers, _, sent = request.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", headers)
+                while length and len(sent) < int(length.group(1)):
+                    sent += conn.recv(65536)
+                conn.sendall(head + framed + b"0\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def floor_run() -> int:
+        with requests.post(url + "/api/generate", data=b"{}", stream=True) as r:
+            data = b"".join(r.iter_content(chunk_size=None))
+        return len(json.loads(data)["response"])
+
+    def ours_run() -> int:
+        with Client(url) as client:
+            return len(client.generate("m", "x", stream=False).content)
+
+    floor, (floor_length,) = best_of(3, floor_run)
+    ours, (ours_length,) = best_of(3, ours_run)
+    listener.close()
+    assert ours_length == floor_length == len(text)
+    print(
+        f"long line: {megabytes} MB in {piece}-byte pieces in {ours:.2f} s = {ours / floor:.2f}x "
+        f"floor (requests + json.loads: {floor:.2f} s)  " + verdict(ours / floor, MAX_LONG_LINE)
+    )
+
+
 if __name__ == "__main__":
     bench_render()
     bench_stream()
+    bench_long_line()
     print(f"{sum(RESULTS)} passed, {len(RESULTS) - sum(RESULTS)} failed")
     raise SystemExit(0 if all(RESULTS) else 1)
