@@ -307,3 +307,17 @@ def test_the_magics_pass_host_credentials_on(ipython, fake_ollama):
     port = fake_ollama.url.rsplit(":", 1)[1]
     run(ipython, f"llama3.2 --host http://ada:pw@127.0.0.1:{port}", "hi")
     assert fake_ollama.last_request("/api/generate").headers["Authorization"] == "Basic YWRhOnB3"
+
+
+# -- 2. a key with a line break -----------------------------------------------------------------
+
+
+def test_status_with_a_broken_key_names_the_key_not_reachability(ipython, monkeypatch):
+    from test_magics import line
+
+    monkeypatch.setenv("OLLAMA_API_KEY", "sk-SECRET\nmore")
+    with capture_output() as captured, pytest.raises(OllamaError) as info:
+        line(ipython, "status")
+    shown = str(info.value) + captured.stdout
+    assert "OLLAMA_API_KEY has a line break" in shown
+    assert "not reachable" not in shown and "SECRET" not in shown
