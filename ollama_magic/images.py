@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import struct
 import zlib
 from collections.abc import Mapping
@@ -98,12 +99,19 @@ _SIGNATURES = {
 }
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
 def thumbnails_html(images: list[str], names: list[str] | None = None) -> str:
     """Small previews of the images sent, for above the answer."""
     cells = []
     for i, data in enumerate(images):
-        head = base64.b64decode(data[:24] + "=" * (-len(data[:24]) % 4), validate=False)
-        mime = next((m for sig, m in _SIGNATURES.items() if head.startswith(sig)), None)
+        mime = None
+        # Only plain base64 goes into a src. A conversation filled by code may hold anything (a
+        # data: URI, markup): named below instead, and never decoded (it need not be base64).
+        if _BASE64.fullmatch(data):
+            head = base64.b64decode(data[: min(24, len(data) // 4 * 4)])
+            mime = next((m for sig, m in _SIGNATURES.items() if head.startswith(sig)), None)
         label = escape(names[i]) if names and i < len(names) else f"image {i + 1}"
         if mime is None:  # not a format browsers show: name it instead
             cells.append(f'<span style="margin-right: 0.5em">[{label}]</span>')

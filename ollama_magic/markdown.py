@@ -3,8 +3,9 @@
 Model output is untrusted: a model can be talked into writing ``<img onerror=…>`` or a
 ``javascript:`` link, and JupyterLab does not sanitize the live output of a cell that just ran.
 So HTML comes only from markdown-it-py's ``js-default`` preset (raw HTML off: tags are escaped;
-``javascript:``, ``vbscript:``, ``file:`` and non-image ``data:`` links dropped), and remote
-images become plain links, since loading one would send data to whoever chose its URL.
+``javascript:``, ``vbscript:``, ``file:`` links dropped, and ``data:`` ones unless plain base64
+images), and remote images become plain links, since loading one would send data to whoever
+chose its URL.
 
 The incremental renderer keeps streaming cheap: finished top-level blocks are rendered once and
 cached, and only the unfinished tail is parsed again as text arrives.
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.common import normalize_url
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
@@ -28,9 +30,23 @@ __all__ = ["IncrementalMarkdown", "make_markdown", "render_markdown"]
 def make_markdown() -> MarkdownIt:
     """A markdown-it parser that is safe for untrusted text (see the module docstring)."""
     md = MarkdownIt("js-default")
+    md.validateLink = _validate_link  # type: ignore[method-assign]
     md.add_render_rule("image", _render_image)
     md.add_render_rule("link_open", _render_link_open)
     return md
+
+
+# The only data: URIs let through: plain base64 of the image formats browsers show. markdown-it
+# admits any ``data:image/png;…`` (parameters, percent-encoded text), which is then neither a
+# picture we can vouch for nor a link worth following (tests/test_xss.py checks every URL).
+_INLINE_IMAGE = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[a-z0-9+/]*={0,2}", re.I)
+
+
+def _validate_link(url: str) -> bool:
+    """markdown-it's check (no javascript:, vbscript:, file:), and data: only as above."""
+    if url.strip()[:5].lower() == "data:":
+        return bool(_INLINE_IMAGE.fullmatch(url.strip()))
+    return normalize_url.validateLink(url)
 
 
 def _render_image(
@@ -39,7 +55,7 @@ def _render_image(
     """Inline ``data:`` images render; remote ones become a link (no automatic request)."""
     token = tokens[idx]
     src = str(token.attrGet("src") or "")
-    if src.startswith("data:image/"):
+    if _INLINE_IMAGE.fullmatch(src):
         return self.image(tokens, idx, options, env)
     alt = self.renderInlineAsText(token.children or [], options, env) or "image"
     href = _escape_attr(src)
