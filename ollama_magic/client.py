@@ -546,7 +546,7 @@ class Client:
         response = self._send(method, path, body, model=model)
         try:
             data = response.json() if response.content else {}
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ServerError(
                 f"{self.host}{path} answered with something that is not JSON.",
                 status_code=response.status_code,
@@ -937,15 +937,15 @@ class Stream:
         # n chunks arrive over n-1 intervals; the first one's wait is the prompt's, not speed.
         measured = (self._arrivals - 1) / span if self._arrivals > 2 and span > 0 else None
         return Result(
-            model=str(final.get("model") or self._model),
+            model=_text_field(final.get("model")) or self._model,
             content=self.text,
             thinking=self.thinking,
             tool_calls=tuple(self._tool_calls),
-            done_reason=final.get("done_reason") or None,
+            done_reason=_text_field(final.get("done_reason")) or None,
             metrics=Metrics.from_json(final),
             context=tuple(context) if isinstance(context, list) else None,
             logprobs=tuple(self._logprobs),
-            created_at=final.get("created_at"),
+            created_at=_text_field(final.get("created_at")) or None,
             raw=final,
             chunks=self._arrivals,
             measured_tokens_per_second=measured,
@@ -1065,6 +1065,10 @@ def _ndjson_objects(response: requests.Response, client: Client) -> Iterator[dic
         yield _parse_line(tail, client)
 
 
+def _text_field(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def _too_long(client: Client) -> StreamError:
     return StreamError(
         f"{client.host} sent a line longer than {client.max_line_bytes:,} bytes.",
@@ -1077,7 +1081,7 @@ def _parse_line(line: bytes, client: Client) -> dict[str, Any]:
     text = line.decode("utf-8", "replace")
     try:
         obj = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting past the limit
         text = text.strip()
         raise StreamError(
             f"{client.host} sent a line that is not JSON: {text[:120]!r}",
@@ -1105,7 +1109,7 @@ def _error_text(text: str, response: requests.Response) -> str:
     text = text.strip()
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and (error := _in_band_error(data)):
         return error

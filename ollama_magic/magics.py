@@ -31,7 +31,13 @@ from ollama_magic.errors import ModelNotFound, ModelOutputError, OllamaError, qu
 from ollama_magic.images import image_base64, thumbnails_html
 from ollama_magic.interpolate import Interpolation, interpolate_report
 from ollama_magic.markdown import render_markdown
-from ollama_magic.options import SecretHeaders, check_duration, check_headers, check_options
+from ollama_magic.options import (
+    SecretHeaders,
+    SecretHost,
+    check_duration,
+    check_headers,
+    check_options,
+)
 from ollama_magic.render import escape
 from ollama_magic.structured import OutputFormat, output_format, plain_data
 from ollama_magic.tools import Toolbox
@@ -126,7 +132,7 @@ class OllamaMagics(Magics):
 
     @default("host")
     def _default_host(self) -> str:
-        return os.environ.get("OLLAMA_HOST", "")
+        return SecretHost(os.environ.get("OLLAMA_HOST", ""))
 
     @default("model")
     def _default_model(self) -> str:
@@ -165,7 +171,7 @@ class OllamaMagics(Magics):
                 parse_host(value)
             except OllamaError as exc:
                 raise TraitError(exc.message) from None
-        return value
+        return SecretHost(value)  # %config prints it: a password in it shows masked
 
     @validate("headers")
     def _valid_headers(self, proposal: Any) -> SecretHeaders:

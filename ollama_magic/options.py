@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "OLLAMA_OPTIONS",
     "SecretHeaders",
+    "SecretHost",
     "check_duration",
     "check_headers",
     "check_options",
@@ -193,6 +194,27 @@ class SecretHeaders(dict[str, str]):
         return repr(mask_headers(self))
 
     __str__ = __repr__
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+_PASSWORD = re.compile(r"(?<=[:/])([^:/@\s]*):[^@/\s]*@")
+
+
+class SecretHost(str):
+    """A host whose printed forms (repr, ``%config``) mask the password of ``user:password@``.
+
+    The text itself is kept, since the client sends the credentials.
+
+    >>> SecretHost("https://ada:s3cret@proxy.example/ollama")
+    'https://ada:****@proxy.example/ollama'
+    >>> str(SecretHost("gpu-box:11434")) == "gpu-box:11434"
+    True
+    """
+
+    def __repr__(self) -> str:
+        return repr(_PASSWORD.sub(r"\1:****@", "/" + self)[1:])
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))

@@ -28,13 +28,15 @@ class ToolCall:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ToolCall:
         """Build from ``{"id": …, "function": {"index": …, "name": …, "arguments": …}}``."""
-        function = obj.get("function") or {}
+        function = obj.get("function")
+        function = function if isinstance(function, dict) else {}
         arguments = function.get("arguments")
+        index = function.get("index")
         return cls(
             name=str(function.get("name", "")),
             arguments=arguments if isinstance(arguments, dict) else {},
-            id=obj.get("id"),
-            index=function.get("index"),
+            id=_text(obj.get("id")) or None,
+            index=index if isinstance(index, int) and not isinstance(index, bool) else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -76,7 +78,9 @@ class Metrics:
         values: dict[str, int | None] = {}
         for name in _METRIC_FIELDS:
             value = obj.get(name)
-            values[name] = int(value) if isinstance(value, (int, float)) and value > 0 else None
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            # Infinity and NaN parse as JSON floats here; neither is a duration or a count.
+            values[name] = int(value) if number and 0 < value < 2**63 else None
         return cls(**values)
 
     @property
@@ -107,20 +111,31 @@ class Chunk:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Chunk:
         """Build from either endpoint's chunk shape."""
+        # Every field is checked for its type: a server (or a proxy) may send anything.
         message = obj.get("message")
         source = message if isinstance(message, dict) else obj
         text = source.get("content") if isinstance(message, dict) else obj.get("response")
-        calls = source.get("tool_calls") or obj.get("tool_calls") or ()
+        calls = _list(source.get("tool_calls")) or _list(obj.get("tool_calls"))
         return cls(
-            model=str(obj.get("model", "")),
-            content=text if isinstance(text, str) else "",
-            thinking=source.get("thinking") or "",
+            model=_text(obj.get("model")),
+            content=_text(text),
+            thinking=_text(source.get("thinking")),
             tool_calls=tuple(ToolCall.from_json(c) for c in calls if isinstance(c, dict)),
-            done=bool(obj.get("done")),
-            done_reason=obj.get("done_reason") or None,
-            logprobs=tuple(obj.get("logprobs") or ()),
+            done=obj.get("done") is True,
+            done_reason=_text(obj.get("done_reason")) or None,
+            logprobs=tuple(p for p in _list(obj.get("logprobs")) if isinstance(p, dict)),
             raw=obj,
         )
+
+
+def _text(value: Any) -> str:
+    """A string field's value, or "" for anything that is not a string."""
+    return value if isinstance(value, str) else ""
+
+
+def _list(value: Any) -> list[Any]:
+    """A list field's value, or [] for anything that is not a list."""
+    return value if isinstance(value, list) else []
 
 
 # No local model generates this fast; a figure above it comes from broken timings.
