@@ -205,8 +205,14 @@ class IncrementalMarkdown:
         return None
 
     def final_html(self) -> str:
-        """The whole text rendered at once: what the incremental frames converge to."""
-        return self.md.render(self.text + ("\n" if self._pending_cr else ""))
+        """The whole text rendered at once: what the incremental frames converge to.
+
+        The stream is over, so a last lone ``\r`` is a line break after all (it joins the text).
+        """
+        if self._pending_cr:
+            self._pending_cr = False
+            self.feed("\n")
+        return self.md.render(self.text)
 
 
 def _offset_of_line(text: str, line: int) -> int:
