@@ -292,8 +292,9 @@ class Client:
         )
         self._session.headers.update(merged)
 
-    max_line_bytes: int = MAX_LINE_BYTES
-    """The longest NDJSON line accepted (a longer one is a StreamError)."""
+    max_line_bytes: int | None = None
+    """The longest NDJSON line this client accepts (a longer one is a StreamError); None:
+    the module's ``MAX_LINE_BYTES``, read when a line comes."""
 
     def __repr__(self) -> str:
         return f"Client(host={self.host!r})"
@@ -1036,12 +1037,13 @@ def _ndjson_objects(response: requests.Response, client: Client) -> Iterator[dic
     # A server that trickles (a byte now and then) never trips the socket's read timeout;
     # no complete line for the client's timeout is a timeout all the same.
     idle = client.timeout
+    limit = client.max_line_bytes or MAX_LINE_BYTES
     progress = time.monotonic()
     for data in response.iter_content(chunk_size=None):
         start = 0
         while (end := data.find(b"\n", start)) >= 0:  # only the new data is searched
-            if size + end - start > client.max_line_bytes:
-                raise _too_long(client)
+            if size + end - start > limit:
+                raise _too_long(client, limit)
             pieces.append(data[start:end])
             line, pieces, size = b"".join(pieces), [], 0
             start = end + 1
@@ -1051,8 +1053,8 @@ def _ndjson_objects(response: requests.Response, client: Client) -> Iterator[dic
         if start < len(data):
             pieces.append(data[start:])
             size += len(data) - start
-            if size > client.max_line_bytes:
-                raise _too_long(client)
+            if size > limit:
+                raise _too_long(client, limit)
             if idle is not None and time.monotonic() - progress > idle:
                 raise OllamaTimeout(
                     f"Ollama at {client.host} sent no complete line for {idle:g} s "
@@ -1069,9 +1071,9 @@ def _text_field(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _too_long(client: Client) -> StreamError:
+def _too_long(client: Client, limit: int) -> StreamError:
     return StreamError(
-        f"{client.host} sent a line longer than {client.max_line_bytes:,} bytes.",
+        f"{client.host} sent a line longer than {limit:,} bytes.",
         hint=f"That is not an Ollama answer; check what serves at {client.host_source}.",
     )
 
