@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import re
 import time
@@ -37,6 +38,9 @@ def magic_shell() -> Iterator[object]:
         yield shell
     finally:
         shell.extension_manager.unload_extension("ollama_magic")
+        # Each shell registers an atexit hook that collects garbage at exit: hundreds of
+        # them made the interpreter's exit take tens of seconds.
+        atexit.unregister(shell.atexit_operations)
         InteractiveShell.clear_instance()
 
 
@@ -67,6 +71,11 @@ class RawServer:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        import socket
+
+        # close() alone does not wake the thread blocked in accept() on Linux; shutdown does.
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
         self._socket.close()
 
     def _serve(self) -> None:
