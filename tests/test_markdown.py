@@ -187,3 +187,80 @@ def test_carriage_returns_count_as_line_breaks_even_split_across_pieces():
         expected = render_markdown(text.replace("\r\n", "\n").replace("\r", "\n"))
         assert html == expected == inc.final_html()
         assert "\r" not in inc.text
+
+
+# Markdown-dense text: the characters and line starts that change how blocks end.
+PIECES = st.sampled_from(
+    [
+        *"#*-_`>|[]()!:=~<&\\ \t\n\r1.aé東🎉",
+        "\n\n",
+        "    ",
+        "```",
+        "~~~",
+        "- ",
+        "* ",
+        "+ ",
+        "1. ",
+        "2) ",
+        "> ",
+        "| a | b |",
+        "|---|",
+        "===",
+        "---",
+        "<div>",
+        "[r]: https://example.com",
+        "[r]",
+        "**bold**",
+        "`code`",
+        "word ",
+    ]
+)
+MARKDOWNISH = st.lists(PIECES, max_size=120).map("".join)
+
+
+def lines_normalised(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(MARKDOWNISH, st.lists(st.integers(1, 12), max_size=80))
+def test_any_markdownish_text_in_any_split(text, sizes):
+    inc, html = stream_render(text, sizes)
+    expected = render_markdown(lines_normalised(text))
+    assert inc.final_html() == expected
+    if "]:" not in text:  # reference definitions after use are the documented exception
+        assert expected.startswith("".join(inc.committed))
+        # A last lone \r may be half of a \r\n: frames wait for what follows (final_html not).
+        shown = text[:-1] if text.endswith("\r") else text
+        assert html == render_markdown(lines_normalised(shown))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    MARKDOWNISH,
+    st.lists(st.tuples(st.integers(1, 16), st.sampled_from([0.0, 0.01, 0.05, 0.2])), max_size=80),
+    st.sampled_from([64, 512]),
+)
+def test_the_live_view_ends_in_the_one_shot_render(text, steps, segment_bytes):
+    """However the stream is cut into feed() calls and frames, the final frame shows the one-shot
+    render once (in the first output; the others are emptied)."""
+    from test_render import Clock, Recorder
+
+    from ollama_magic.render import LiveMarkdown
+
+    sink, clock = Recorder(), Clock()
+    live = LiveMarkdown(sink, fps=10, clock=clock, segment_bytes=segment_bytes)
+    position = 0
+    for size, seconds in steps:
+        clock.now += seconds
+        live.feed(text[position : position + size])
+        position += size
+    live.feed(text[position:])
+    live.finish()
+    if not sink.outputs:  # nothing was fed: nothing to show
+        assert not text
+        return
+    first, *rest = sink.outputs
+    assert first.bundle["text/html"] == render_markdown(lines_normalised(text))
+    assert first.bundle["text/plain"] == lines_normalised(text)
+    assert all(o.bundle == {"text/html": "", "text/plain": ""} for o in rest)
