@@ -38,7 +38,7 @@ from ollama_magic.errors import (
     StreamError,
     Unauthorized,
 )
-from ollama_magic.options import SecretHeaders, check_headers
+from ollama_magic.options import SecretHeaders, check_headers, mask_host
 from ollama_magic.transport import Adapter, Cancellation, Cancelled, bind
 from ollama_magic.types import Chunk, Metrics, ModelInfo, Progress, Result, RunningModel, ToolCall
 
@@ -119,11 +119,17 @@ def parse_host(host: str | None) -> str:
     split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
     try:
         port = split.port or port
-    except ValueError as exc:  # the credentials are already gone from ``host``
+    except ValueError:
+        # Masked: a password with an unencoded "/" is not split off, and must not show.
+        # Nor the exception's text, which quotes the would-be port (part of the password).
+        hint = "Use a form like http://127.0.0.1:11434 (OLLAMA_HOST, or the host argument)."
+        if "@" in host:
+            hint += " In a password, write / @ : as %2F %40 %3A."
         raise OllamaError(
-            f"{host!r} is not a valid Ollama host: {exc}.",
-            hint="Use a form like http://127.0.0.1:11434 (OLLAMA_HOST, or the host argument).",
-        ) from exc
+            f"{mask_host(host)!r} is not a valid Ollama host: the port is not a number from 0 "
+            "to 65535.",
+            hint=hint,
+        ) from None
     name = split.hostname or "127.0.0.1"
     # 0.0.0.0 and :: mean "listen everywhere" to the server; a client cannot connect there
     # everywhere (Windows refuses), so do as Go's envconfig.ConnectableHost does.
@@ -273,7 +279,9 @@ class Client:
             ) from None
         merged = {key.lower(): value for key, value in given.items()}
         if userinfo and "authorization" not in merged:
-            basic = base64.b64encode(userinfo.encode()).decode("ascii")
+            # user:password, as RFC 7617 has it (a user alone is "user:", as curl sends it).
+            pair = userinfo if ":" in userinfo else f"{userinfo}:"
+            basic = base64.b64encode(pair.encode()).decode("ascii")
             merged["authorization"] = f"Basic {basic}"
         if api_key["OLLAMA_API_KEY"] and "authorization" not in merged:
             merged["authorization"] = f"Bearer {api_key['OLLAMA_API_KEY']}"
@@ -1039,7 +1047,7 @@ def _ndjson_objects(response: requests.Response, client: Client) -> Iterator[dic
     idle = client.timeout
     limit = client.max_line_bytes or MAX_LINE_BYTES
     progress = time.monotonic()
-    for data in response.iter_content(chunk_size=None):
+    for data in _received(response):
         start = 0
         while (end := data.find(b"\n", start)) >= 0:  # only the new data is searched
             if size + end - start > limit:
@@ -1047,9 +1055,9 @@ def _ndjson_objects(response: requests.Response, client: Client) -> Iterator[dic
             pieces.append(data[start:end])
             line, pieces, size = b"".join(pieces), [], 0
             start = end + 1
-            progress = time.monotonic()
             if line.strip():
                 yield _parse_line(line, client)
+            progress = time.monotonic()  # after the yield: the caller's time is not silence
         if start < len(data):
             pieces.append(data[start:])
             size += len(data) - start
@@ -1069,6 +1077,28 @@ def _ndjson_objects(response: requests.Response, client: Client) -> Iterator[dic
 
 def _text_field(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _received(response: requests.Response) -> Iterator[bytes]:
+    """The body's bytes as they arrive, each read at most one socket read.
+
+    Not ``iter_content``: urllib3 returns a body without chunked framing only once it ends,
+    and a declared chunk only once it is complete, so a server trickling bytes (or sending a
+    huge line) would be read whole before any rule here could look at it. Errors are mapped
+    as requests maps them, so callers see the usual exceptions.
+    """
+    raw = response.raw
+    try:
+        while data := raw.read1(65536):
+            yield data
+    except urllib3.exceptions.ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
 
 
 def _too_long(client: Client, limit: int) -> StreamError:
