@@ -17,7 +17,7 @@ from traitlets import Dict, Float, TraitError, Unicode, default, observe, valida
 
 from ollama_magic import admin
 from ollama_magic.admin import key_values
-from ollama_magic.client import DEFAULT_HOST, Client, parse_host
+from ollama_magic.client import DEFAULT_HOST, Client, parse_host, split_credentials
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation, Conversations
 from ollama_magic.core import (
     AnswerView,
@@ -40,7 +40,7 @@ from ollama_magic.options import (
 )
 from ollama_magic.render import escape
 from ollama_magic.structured import OutputFormat, output_format, plain_data
-from ollama_magic.tools import Toolbox
+from ollama_magic.tools import Toolbox, is_tool_name
 from ollama_magic.views import NotebookView, QuietView, TextView, note_html
 
 __all__ = ["OllamaMagics"]
@@ -197,7 +197,7 @@ class OllamaMagics(Magics):
         return value
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        self._clients: dict[tuple[str, str], Client] = {}
+        self._clients: dict[tuple[str, str, str], Client] = {}
         self._default_models: dict[str, str] = {}  # host -> the model chosen for it
         super().__init__(shell, **kwargs)
         self.conversations = Conversations()
@@ -208,7 +208,9 @@ class OllamaMagics(Magics):
     def client(self, host: str | None = None) -> Client:
         """The client for ``host`` (default: the configured one), reused across cells."""
         given = host or self.host or None
-        key = (parse_host(given), self._host_source(host))
+        # The credentials in the host are part of the key: another user:password@ for the
+        # same server must not reuse the first one's client.
+        key = (parse_host(given), self._host_source(host), split_credentials(given)[1] or "")
         if key not in self._clients:
             # The host as given, so that user:password@ in it still reaches the client.
             self._clients[key] = Client(
@@ -492,7 +494,13 @@ class OllamaMagics(Magics):
             # A function's own name, unless it has none that a model can call (a partial, a
             # callable object, a lambda) or another tool has it: then the notebook's name.
             own = getattr(function, "__name__", "")
-            functions[own if own.isidentifier() and own not in functions else name] = function
+            key = own if is_tool_name(own) and own not in functions else name
+            if key in functions:
+                raise UsageError(
+                    f"--tools: two tools would be named {key!r}; give one of them another name "
+                    "(def NAME(...) or NAME = the function)."
+                )
+            functions[key] = function
         try:
             return Toolbox(functions)
         except ValueError as exc:

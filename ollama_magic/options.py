@@ -28,6 +28,7 @@ __all__ = [
     "check_headers",
     "check_options",
     "mask_headers",
+    "mask_host",
 ]
 
 _INT_OPTIONS = frozenset(
@@ -160,6 +161,9 @@ def check_headers(headers: Mapping[str, Any]) -> dict[str, str]:
             raise ValueError(
                 f"The header {key} has a line break or control character in its value."
             )
+        if not text.isascii() and not all(ord(c) < 256 for c in text):
+            # HTTP sends header values as Latin-1; the encoding error would quote the value.
+            raise ValueError(f"The header {key} has characters HTTP cannot send in its value.")
         out[str(key)] = text
     return out
 
@@ -199,7 +203,24 @@ class SecretHeaders(dict[str, str]):
         printer.text(repr(self))
 
 
-_PASSWORD = re.compile(r"(?<=[:/])([^:/@\s]*):[^@/\s]*@")
+def mask_host(host: str) -> str:
+    """``host`` with everything between the scheme and its last ``@`` masked but the user.
+
+    Greedy on purpose: a password with an unencoded ``/`` or ``@`` must not show in part.
+
+    >>> mask_host("https://ada:pa/s@s@proxy.example/ollama")
+    'https://ada:****@proxy.example/ollama'
+    >>> mask_host("gpu-box:11434")
+    'gpu-box:11434'
+    """
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        scheme, rest = "", host
+    userinfo, at, tail = rest.rpartition("@")
+    if not at:
+        return host
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else "****"
+    return f"{scheme}{sep}{user}:****@{tail}"
 
 
 class SecretHost(str):
@@ -214,7 +235,7 @@ class SecretHost(str):
     """
 
     def __repr__(self) -> str:
-        return repr(_PASSWORD.sub(r"\1:****@", "/" + self)[1:])
+        return repr(mask_host(str(self)))
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
