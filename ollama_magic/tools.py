@@ -36,7 +36,7 @@ from ollama_magic.schema import json_schema, strip_optional
 from ollama_magic.structured import plain_data, schema_problem
 from ollama_magic.types import ToolCall
 
-__all__ = ["MAX_CALLS_PER_ROUND", "Toolbox", "function_tool", "parse_docstring"]
+__all__ = ["MAX_CALLS_PER_ROUND", "Toolbox", "function_tool", "is_tool_name", "parse_docstring"]
 
 
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
@@ -138,6 +138,11 @@ MAX_CALLS_PER_ROUND = 16
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 
 
+def is_tool_name(name: str) -> bool:
+    """Whether ``name`` can name a tool: ASCII letters, digits, ``_`` and ``-``."""
+    return bool(_NAME.fullmatch(name))
+
+
 class Toolbox:
     """The functions a model may call, by name. Nothing else can ever run.
 
@@ -161,7 +166,7 @@ class Toolbox:
         for name, function in named:
             if not callable(function):
                 raise ValueError(f"The tool {name!r} is not a function.")
-            if not _NAME.fullmatch(name):
+            if not is_tool_name(name):
                 raise ValueError(
                     f"A tool needs a name of letters, digits and _ (this one is {name!r}): "
                     "define it with def, or pass tools as a dict {name: function}."
