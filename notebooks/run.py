@@ -18,6 +18,7 @@ from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
 from ollama_magic import Client, OllamaError
+from ollama_magic.terminal import printable
 from ollama_magic.testing import FakeOllama
 
 HERE = Path(__file__).resolve().parent
@@ -42,24 +43,25 @@ class EchoingClient(NotebookClient):
             print(f"\n\033[2mIn [{cell_index}]: {content['code'].splitlines()[0]}\033[0m")
             self._displays, self._printed = {}, ""
         elif kind == "stream":
-            sys.stdout.write(content["text"])
+            sys.stdout.write(printable(content["text"]))
         elif kind in ("display_data", "update_display_data", "execute_result"):
             text = content.get("data", {}).get("text/plain", "")
             display_id = content.get("transient", {}).get("display_id")
             if display_id is None:
-                print(text)
+                print(printable(text))
             else:
                 self._displays[display_id] = text
                 self._echo_visible()
         elif kind == "error":
-            print(f"{content['ename']}: {content['evalue']}")
+            print(printable(f"{content['ename']}: {content['evalue']}"))
         sys.stdout.flush()
         return super().process_message(msg, cell, cell_index)
 
     def _echo_visible(self) -> None:
         visible = "".join(self._displays.values())
         if visible.startswith(self._printed):
-            sys.stdout.write(visible[len(self._printed) :])
+            # Model text, echoed to a terminal: no control sequences (see ollama_magic.terminal).
+            sys.stdout.write(printable(visible[len(self._printed) :]))
             self._printed = visible
 
 

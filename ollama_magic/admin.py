@@ -278,8 +278,10 @@ def _check_model(model: str, client: Client) -> None:
     similar = client.similar_models(model)
     also = f" Local models with similar names: {', '.join(similar)}." if similar else ""
     print(
-        f"Warning: {model} is not on the server at {client.host}; `%ollama pull {model}` "
-        f"downloads it. The setting is kept.{also}"
+        printable(
+            f"Warning: {model} is not on the server at {client.host}; `%ollama pull {model}` "
+            f"downloads it. The setting is kept.{also}"
+        )
     )
 
 
@@ -326,7 +328,8 @@ def traceback_command(magics: OllamaMagics, rest: list[str]) -> None:
     if error is None:
         print("No error yet.")
         return
-    print("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    print(printable("".join(lines)))  # messages quote the server
 
 
 class _PullProgress:

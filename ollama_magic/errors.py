@@ -56,7 +56,8 @@ class OllamaError(Exception):
         if OllamaError.show_traceback:
             import traceback
 
-            return traceback.format_exception(type(self), self, self.__traceback__)
+            lines = traceback.format_exception(type(self), self, self.__traceback__)
+            return [printable(line) for line in lines]
         red, reset = ("\x1b[31m", "\x1b[0m") if _colour() else ("", "")
         # Messages quote the server and the model; only our own colour codes may drive a
         # terminal.
@@ -176,7 +177,8 @@ def quiet_interrupt(interrupt: BaseException, message: str) -> BaseException:
         if OllamaError.show_traceback:
             import traceback
 
-            return traceback.format_exception(type(interrupt), interrupt, interrupt.__traceback__)
+            lines = traceback.format_exception(type(interrupt), interrupt, interrupt.__traceback__)
+            return [printable(line) for line in lines]
         red, reset = ("\x1b[31m", "\x1b[0m") if _colour() else ("", "")
         return [f"{red}Interrupted{reset}: {message}"]
 

@@ -232,6 +232,7 @@ class TextView:
         self._thinking_open = False
         self._notes = notes or []
         self._last: str | None = None  # the last character written, for line breaks
+        self._cr = False  # a \r held back (it may be half of a \r\n)
 
     @property
     def out(self) -> TextIO:
@@ -251,7 +252,10 @@ class TextView:
         self._write(text)
 
     def _write(self, text: str) -> None:
-        text = printable(text)  # model text must not drive the terminal (OSC 52, titles)
+        # A \r\n may arrive split over two tokens: hold a last \r until the next write.
+        text = ("\r" if self._cr else "") + text
+        self._cr = text.endswith("\r")
+        text = printable(text[:-1] if self._cr else text)  # no OSC 52, no title changes
         if text:
             self.out.write(text)
             self.out.flush()
