@@ -342,7 +342,7 @@ ROWS = [
         r"sent nothing for 1 s",
         partial="".join(TOKENS[:2]),
         misbehave=stalled,
-        within=TIMEOUT + 2,
+        within=TIMEOUT + 3,
     ),
     Row(
         "trickling server",
@@ -350,7 +350,7 @@ ROWS = [
         r"no complete line for 1 s",
         partial="".join(TOKENS[:2]),
         misbehave=trickling,
-        within=TIMEOUT + 2,  # about the timeout, not the 5 s the trickle would last
+        within=TIMEOUT + 3,  # about the timeout, not the 5 s the trickle would last
     ),
     Row(
         "invalid UTF-8",

@@ -9,10 +9,12 @@ import functools
 import http.server
 import io
 import threading
+import time
 from html.parser import HTMLParser
 
 import pytest
 from _util import RawServer
+from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from test_magics import final_html, last_body, run
 
@@ -321,3 +323,144 @@ def test_status_with_a_broken_key_names_the_key_not_reachability(ipython, monkey
     shown = str(info.value) + captured.stdout
     assert "OLLAMA_API_KEY has a line break" in shown
     assert "not reachable" not in shown and "SECRET" not in shown
+
+
+# -- what a second read found ----------------------------------------------------------------
+
+
+def _raw_answer(*, chunked: bool, stop: threading.Event, trickle: bool = False, body: bytes = b""):
+    """A RawServer handler: one answer, framed as asked, trickled a byte at a time or not."""
+
+    def serve(server, conn):
+        server.read_request(conn)
+        framing = b"Transfer-Encoding: chunked\r\n" if chunked else b"Connection: close\r\n"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n" + framing)
+        conn.sendall(b"\r\n" + (b"40000000\r\n" if chunked else b""))  # one huge chunk
+        try:
+            conn.sendall(body)
+            while not stop.wait(0.2):  # then a byte now and then, or nothing, until stopped
+                if trickle:
+                    conn.sendall(b" ")
+        except OSError:
+            pass  # the client left: what the test wants
+        conn.close()
+
+    return serve
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["one big chunk", "no chunked framing"])
+def test_a_trickle_inside_any_framing_times_out(chunked):
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def read(client: Client) -> None:
+        try:
+            list(client.generate("llama3.2", "hi"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    with (
+        RawServer(_raw_answer(chunked=chunked, trickle=True, stop=stop)) as server,
+        Client(server.url, timeout=1) as client,
+    ):
+        reader = threading.Thread(target=read, args=(client,), daemon=True)
+        reader.start()
+        reader.join(15)
+        stop.set()
+        assert not reader.is_alive(), "a trickle inside one chunk kept the read going"
+    assert len(errors) == 1 and isinstance(errors[0], OllamaTimeout), errors
+
+
+def test_the_line_cap_holds_without_chunked_framing():
+    stop = threading.Event()
+    body = b"x" * 1_000_000  # no newline, and then nothing: a line that never ends
+    serve = _raw_answer(chunked=False, body=body, stop=stop)
+    try:
+        with RawServer(serve) as server, Client(server.url, timeout=30) as client:
+            client.max_line_bytes = 100_000
+            started = time.monotonic()
+            with pytest.raises(StreamError, match="longer than 100,000 bytes"):
+                list(client.generate("llama3.2", "hi"))
+            # At once, from what arrived; not after reading a body that never ends.
+            assert time.monotonic() - started < 10
+    finally:
+        stop.set()
+
+
+def test_the_idle_rule_does_not_count_the_callers_time(fake_ollama):
+    from ollama_magic.testing import Fault
+
+    # Every line arrives in two pieces, so reads after the pause end mid-line.
+    fake_ollama.add_reply("slow", Reply(text=["é1 ", "é2 ", "é3"], fault=Fault(split_utf8=True)))
+    seen = []
+    with Client(fake_ollama.url, timeout=1) as client:
+        for chunk in client.generate("llama3.2", "slow"):
+            seen.append(chunk.content)
+            if len(seen) == 1:
+                time.sleep(1.5)  # slow work on one chunk (speech, say): not the server's silence
+    assert "".join(seen) == "é1 é2 é3"
+
+
+def test_another_password_for_the_same_server_gets_its_own_client(ipython, fake_ollama):
+    port = fake_ollama.url.rsplit(":", 1)[1]
+    run(ipython, f"llama3.2 --host http://alice:one@127.0.0.1:{port}", "hi")
+    first = fake_ollama.last_request("/api/generate").headers["Authorization"]
+    run(ipython, f"llama3.2 --host http://bob:two@127.0.0.1:{port}", "hi")
+    second = fake_ollama.last_request("/api/generate").headers["Authorization"]
+    assert first == "Basic YWxpY2U6b25l" and second == "Basic Ym9iOnR3bw=="
+
+
+def test_a_user_without_a_password_is_sent_as_user_colon(fake_ollama):
+    port = fake_ollama.url.rsplit(":", 1)[1]
+    with Client(f"http://tok@127.0.0.1:{port}") as client:
+        client.list()
+    assert fake_ollama.last_request("/api/tags").headers["Authorization"] == "Basic dG9rOg=="
+
+
+@pytest.mark.parametrize(
+    "host", ["https://ada:pa/ss@example.com/ollama", "https://ada:p@ss@example.com:x"]
+)
+def test_a_password_with_reserved_characters_never_shows(ipython, host):
+    from ollama_magic.options import SecretHost
+
+    with pytest.raises(OllamaError) as info:
+        Client(host)
+    shown = str(info.value) + repr(SecretHost(host))
+    assert "pa/ss" not in shown and "p@ss" not in shown and "ss@" not in shown
+    assert "ada:****@example.com" in shown
+
+
+def test_two_tools_that_would_share_a_name_are_refused(ipython):
+    def search() -> str:
+        return "local"
+
+    web_search = _named("search")
+    ipython.user_ns.update(search=search, web_search=web_search)
+    with pytest.raises(UsageError, match="two tools would be named 'search'"):
+        run(ipython, "llama3.2 --tools web_search,search", "hi")
+
+
+def test_a_header_value_http_cannot_send_is_refused_by_name():
+    with pytest.raises(OllamaError, match="The header X-Api-Key has characters HTTP cannot send"):
+        Client(headers={"X-Api-Key": "sk-s3cr€t"})
+
+
+def test_a_crlf_split_over_two_tokens_is_one_line_break():
+    out = io.StringIO()
+    view = TextView(out)
+    view.content("a\r")
+    view.content("\nb")
+    assert out.getvalue() == "a\nb"
+
+
+def test_the_full_traceback_strips_control_sequences(ipython, fake_ollama):
+    from test_magics import line
+
+    from ollama_magic.testing import Fault
+
+    fake_ollama.inject(Fault(status=400, error="bad \x1b]52;c;ZXZpbA==\x07 thing"), times=1)
+    with capture_output():
+        ipython.run_cell("%%ollama llama3.2\nhi")  # IPython keeps the error for %ollama traceback
+    printed = line(ipython, "traceback").stdout
+    assert "Traceback" in printed and "]52;c;ZXZpbA==" in printed
+    assert "\x1b" not in printed and "\x07" not in printed
