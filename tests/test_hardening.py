@@ -230,23 +230,29 @@ def test_a_server_that_trickles_times_out(dead_url):
                 break
         conn.close()
 
+    with RawServer(trickle) as server, Client(server.url, timeout=1) as client:
+        error = _read_with_deadline(client, stop)
+    assert isinstance(error, OllamaTimeout), error
+    assert "no complete line for 1 s" in error.message
+
+
+def _read_with_deadline(client: Client, stop: threading.Event) -> BaseException | None:
+    """Read an answer in a thread, so that a read that never ends fails the test (after 15 s)
+    instead of hanging it; the error it ended with, if any."""
     errors: list[BaseException] = []
 
-    def read(client: Client) -> None:
+    def read() -> None:
         try:
             list(client.generate("llama3.2", "hi"))
-        except BaseException as exc:  # the outcome is checked below, in the test's thread
+        except BaseException as exc:  # the outcome is checked in the test's thread
             errors.append(exc)
 
-    with RawServer(trickle) as server, Client(server.url, timeout=1) as client:
-        # In a thread with a deadline, so that a regression fails here instead of hanging.
-        reader = threading.Thread(target=read, args=(client,), daemon=True)
-        reader.start()
-        reader.join(15)
-        stop.set()
-        assert not reader.is_alive(), "a trickle of bytes kept the read going"
-    assert len(errors) == 1 and isinstance(errors[0], OllamaTimeout), errors
-    assert "no complete line for 1 s" in errors[0].message
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(15)
+    stop.set()
+    assert not reader.is_alive(), "a trickle of bytes kept the read going"
+    return errors[0] if errors else None
 
 
 # -- 8. invalid UTF-8 ------------------------------------------------------------------------------
@@ -351,24 +357,11 @@ def _raw_answer(*, chunked: bool, stop: threading.Event, trickle: bool = False, 
 @pytest.mark.parametrize("chunked", [True, False], ids=["one big chunk", "no chunked framing"])
 def test_a_trickle_inside_any_framing_times_out(chunked):
     stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def read(client: Client) -> None:
-        try:
-            list(client.generate("llama3.2", "hi"))
-        except BaseException as exc:
-            errors.append(exc)
-
     with (
         RawServer(_raw_answer(chunked=chunked, trickle=True, stop=stop)) as server,
         Client(server.url, timeout=1) as client,
     ):
-        reader = threading.Thread(target=read, args=(client,), daemon=True)
-        reader.start()
-        reader.join(15)
-        stop.set()
-        assert not reader.is_alive(), "a trickle inside one chunk kept the read going"
-    assert len(errors) == 1 and isinstance(errors[0], OllamaTimeout), errors
+        assert isinstance(_read_with_deadline(client, stop), OllamaTimeout)
 
 
 def test_the_line_cap_holds_without_chunked_framing():
