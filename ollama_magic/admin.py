@@ -192,7 +192,7 @@ def status(magics: OllamaMagics, rest: list[str]) -> None:
 def _model_line(magics: OllamaMagics, host: str, names: list[str], loaded: list[str]) -> str:
     model = magics.model
     if not model:
-        chosen = magics._default_models.get(host)
+        chosen = magics.default_models.get(host)
         if chosen:
             return f"model: not set; cells use {chosen} (the newest local model when chosen)"
         newest = names[0] if names else "none: %ollama pull llama3.2"
@@ -215,7 +215,7 @@ def config(magics: OllamaMagics, rest: list[str]) -> None:
     """
     traits = ["host", "model", "keep_alive", "fps", "timeout"]
     before = {name: getattr(magics, name) for name in [*traits, "options"]}
-    chosen = dict(magics._default_models)
+    chosen = dict(magics.default_models)
     changes = key_values(rest, "%ollama config")
     try:
         for key, value in changes.items():
@@ -224,7 +224,7 @@ def config(magics: OllamaMagics, rest: list[str]) -> None:
         for name, value in before.items():  # all or nothing
             if getattr(magics, name) != value:
                 setattr(magics, name, value)
-        magics._default_models.update(chosen)  # nothing changed: keep the chosen default
+        magics.default_models.update(chosen)  # nothing changed: keep the chosen default
         raise
     client = magics.client()
     if "model" in changes and magics.model:

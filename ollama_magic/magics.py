@@ -146,7 +146,7 @@ class OllamaMagics(Magics):
 
     @observe("host", "model")
     def _forget_default_model(self, change: Any) -> None:
-        self._default_models.clear()  # a new server or setting: choose the default afresh
+        self.default_models.clear()  # a new server or setting: choose the default afresh
 
     @validate("options")
     def _valid_options(self, proposal: Any) -> dict[str, Any]:
@@ -198,7 +198,8 @@ class OllamaMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         self._clients: dict[tuple[str, str, str], Client] = {}
-        self._default_models: dict[str, str] = {}  # host -> the model chosen for it
+        self.default_models: dict[str, str] = {}
+        """The model chosen for each host when none is configured (kept for the kernel)."""
         super().__init__(shell, **kwargs)
         self.conversations = Conversations()
         """Chat sessions by name; ``%%ollama --chat`` uses ``"default"``."""
@@ -246,10 +247,10 @@ class OllamaMagics(Magics):
             return explicit, []
         if self.model:
             return self.model, []
-        if client.host in self._default_models:
-            return self._default_models[client.host], []
+        if client.host in self.default_models:
+            return self.default_models[client.host], []
         name = newest_model(client)
-        self._default_models[client.host] = name
+        self.default_models[client.host] = name
         return name, [
             f"{name} was chosen as the newest local model and stays the default in this "
             "kernel (%ollama config model=NAME picks another)"
@@ -365,7 +366,7 @@ class OllamaMagics(Magics):
         prompt = filled.text
         client = self.client(args.host)
         explicit = args.model_name or args.model
-        chosen = explicit or self.model or client.host in self._default_models
+        chosen = explicit or self.model or client.host in self.default_models
         if args.dry_run and not chosen:  # a dry run does not choose the kernel's default
             model, notes = "<newest local model>", ["The model is chosen when a cell is sent."]
         else:
@@ -411,8 +412,8 @@ class OllamaMagics(Magics):
             raise quiet_interrupt(interrupt, kept) from None
         except OllamaError as error:
             self._keep_partial(args, view)
-            if isinstance(error, ModelNotFound) and self._default_models.get(client.host) == model:
-                del self._default_models[client.host]  # gone from the server: choose again
+            if isinstance(error, ModelNotFound) and self.default_models.get(client.host) == model:
+                del self.default_models[client.host]  # gone from the server: choose again
             raise
         if request.body.get("logprobs"):
             # Bound even when the server sent none, so an earlier cell's list cannot linger.
