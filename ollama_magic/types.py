@@ -78,9 +78,11 @@ class Metrics:
         values: dict[str, int | None] = {}
         for name in _METRIC_FIELDS:
             value = obj.get(name)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
             # Infinity and NaN parse as JSON floats here; neither is a duration or a count.
-            values[name] = int(value) if number and 0 < value < 2**63 else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[name] = int(value) if 0 < value < 2**63 else None
+            else:
+                values[name] = None
         return cls(**values)
 
     @property
