@@ -14,6 +14,7 @@ same host answers normally right after.
 
 from __future__ import annotations
 
+import abc
 import atexit
 import json
 import re
@@ -544,19 +545,22 @@ def client_seen(client: Client) -> Seen:
 # -- the columns ----------------------------------------------------------------------------
 
 
-class Column:
+class Column(abc.ABC):
     """A way of asking: ``start`` sets it up on a host, ``ask`` sends the prompt once."""
 
     name = ""
     path = "/api/generate"
     chat = False
 
-    def start(self, ipython, url: str) -> None: ...
+    def start(self, ipython, url: str) -> None:  # noqa: B027 (most columns need no set-up)
+        """Set up on the host ``url`` (nothing, unless a column needs it)."""
 
+    @abc.abstractmethod
     def ask(self) -> Seen:
-        raise NotImplementedError
+        """Send the prompt once; what the user saw."""
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:  # noqa: B027 (most columns hold nothing open)
+        """Let go of what ``start`` set up."""
 
     def expected(self, answer: str, value: Any) -> Any:
         return answer
