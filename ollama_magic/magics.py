@@ -6,7 +6,8 @@ import contextlib
 import inspect
 import os
 import shlex
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import UsageError
@@ -151,17 +152,11 @@ class OllamaMagics(Magics):
     @validate("options")
     def _valid_options(self, proposal: Any) -> dict[str, Any]:
         # Checked here, not by the server on every later cell (HTTP 500 "must be of type").
-        try:
-            return check_options(proposal["value"])
-        except ValueError as exc:
-            raise TraitError(str(exc)) from None
+        return _checked(check_options, proposal["value"])
 
     @validate("keep_alive")
     def _valid_keep_alive(self, proposal: Any) -> str:
-        try:
-            return check_duration(str(proposal["value"]))
-        except ValueError as exc:
-            raise TraitError(str(exc)) from None
+        return _checked(check_duration, str(proposal["value"]))
 
     @validate("host")
     def _valid_host(self, proposal: Any) -> str:
@@ -176,10 +171,7 @@ class OllamaMagics(Magics):
     @validate("headers")
     def _valid_headers(self, proposal: Any) -> SecretHeaders:
         # Printed by %config and saved with a notebook's outputs: credentials show masked.
-        try:
-            return SecretHeaders(check_headers(proposal["value"]))
-        except ValueError as exc:
-            raise TraitError(str(exc)) from None
+        return SecretHeaders(_checked(check_headers, proposal["value"]))
 
     @validate("fps")
     def _valid_fps(self, proposal: Any) -> float:
@@ -598,6 +590,17 @@ class _RecordingView:
     def finish(self, outcome: Any) -> None:
         self.started = True
         self.inner.finish(outcome)
+
+
+_T = TypeVar("_T")
+
+
+def _checked(check: Callable[[Any], _T], value: Any) -> _T:
+    """``check(value)``, its ValueError as the TraitError that %config and setattr report."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise TraitError(str(exc)) from None
 
 
 def _undefined_note(names: tuple[str, ...]) -> str:
