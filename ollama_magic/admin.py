@@ -1,7 +1,8 @@
 """The ``%ollama`` subcommands: models, ps, show, pull, status, config, history, reset, …
 
-Each takes the magics (for the client, the settings and the conversations) and the words after
-the subcommand.
+Each takes a :class:`Line` (the workspace: client, settings, conversations; whether the
+frontend renders HTML; the magics' usage text) and the words after the subcommand. The magics
+pass one; nothing here reads the magics.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import TraitError
 
+from ollama_magic.client import Client
 from ollama_magic.conversation import DEFAULT_SESSION
 from ollama_magic.errors import (
     NotOllama,
@@ -31,12 +35,29 @@ from ollama_magic.markdown import render_markdown
 from ollama_magic.options import OLLAMA_OPTIONS, mask_headers
 from ollama_magic.render import escape
 from ollama_magic.terminal import printable
+from ollama_magic.workspace import Workspace
 
-if TYPE_CHECKING:
-    from ollama_magic.client import Client
-    from ollama_magic.magics import OllamaMagics
+__all__ = ["COMMANDS", "Line", "key_values", "parse_words"]
 
-__all__ = ["COMMANDS", "key_values"]
+
+@dataclass
+class Line:
+    """What a ``%ollama`` subcommand works with."""
+
+    workspace: Workspace
+    rich: bool
+    """Whether displays reach a frontend that renders HTML (not terminal IPython)."""
+    usage: str = ""
+    """The magics' usage text, for ``%ollama help``."""
+
+
+def parse_words(parser: Any, words: list[str]) -> Any:
+    """Parse with a magic's argument parser; a usage error carries the usage line."""
+    try:
+        return parser.parse_args(words)
+    except UsageError as error:
+        usage = " ".join(parser.format_usage().replace("::", "").split())
+        raise UsageError(f"{error}\nUsage: {usage}") from None
 
 
 def _value(text: str) -> Any:
@@ -61,16 +82,15 @@ def key_values(pairs: list[str], what: str) -> dict[str, Any]:
 _STANDARD_HEADERS = {"content-type", "accept", "accept-encoding", "connection", "user-agent"}
 
 
-def help_command(magics: OllamaMagics, rest: list[str]) -> None:
+def help_command(line: Line, rest: list[str]) -> None:
     """``%ollama help``: the usage of both magics."""
-    text = (magics.ollama_line.__doc__ or "") + "\n%%ollama\n" + (magics.ollama_cell.__doc__ or "")
-    print(inspect.cleandoc(text))
+    print(inspect.cleandoc(line.usage))
 
 
-def models(magics: OllamaMagics, rest: list[str]) -> None:
+def models(line: Line, rest: list[str]) -> None:
     """``%ollama models``: local models as a table."""
     _no_arguments("models", rest)
-    client = magics.client()
+    client = line.workspace.client()
     models = client.list()
     if not models:
         print(f"No local models on {client.host}. Download one: %ollama pull llama3.2")
@@ -82,10 +102,10 @@ def models(magics: OllamaMagics, rest: list[str]) -> None:
     _table(["name", "size", "parameters", "quantization", "modified"], rows)
 
 
-def ps(magics: OllamaMagics, rest: list[str]) -> None:
+def ps(line: Line, rest: list[str]) -> None:
     """``%ollama ps``: models loaded in memory now."""
     _no_arguments("ps", rest)
-    client = magics.client()
+    client = line.workspace.client()
     running = client.ps()
     if not running:
         print(f"No model is loaded on {client.host}.")
@@ -103,11 +123,11 @@ def ps(magics: OllamaMagics, rest: list[str]) -> None:
     _table(["name", "size", "in GPU memory", "context", "unloads at"], rows)
 
 
-def show(magics: OllamaMagics, rest: list[str]) -> None:
+def show(line: Line, rest: list[str]) -> None:
     """``%ollama show MODEL``: capabilities, details, parameters and template."""
     if len(rest) != 1:
         raise UsageError("Usage: %ollama show MODEL")
-    info = magics.client().show(rest[0])
+    info = line.workspace.client().show(rest[0])
     details = info.get("details") or {}
     lines = [
         f"# {rest[0]}",
@@ -126,15 +146,15 @@ def show(magics: OllamaMagics, rest: list[str]) -> None:
     display({"text/html": render_markdown(text), "text/plain": printable(text)}, raw=True)
 
 
-def pull(magics: OllamaMagics, rest: list[str]) -> None:
+def pull(line: Line, rest: list[str]) -> None:
     """``%ollama pull MODEL``: download with a progress bar updated in place."""
     if len(rest) != 1:
         raise UsageError("Usage: %ollama pull MODEL")
     model = rest[0]
-    progress = _PullProgress(model, in_kernel=magics._rich_output(), fps=magics.fps)
+    progress = _PullProgress(model, in_kernel=line.rich, fps=line.workspace.fps)
     try:
-        for line in magics.client().pull(model):
-            progress.update(line)
+        for event in line.workspace.client().pull(model):
+            progress.update(event)
     except KeyboardInterrupt as interrupt:
         progress.close(failed=True)
         message = f"the download stopped; `%ollama pull {model}` again resumes it."
@@ -145,14 +165,14 @@ def pull(magics: OllamaMagics, rest: list[str]) -> None:
     progress.close()
 
 
-def status(magics: OllamaMagics, rest: list[str]) -> None:
+def status(line: Line, rest: list[str]) -> None:
     """``%ollama status``: what answers at the host, its version, whether the model is there.
 
     Anything that answers HTTP is reachable; what it is comes from ``/api/version`` and
     ``/api/tags`` (not ``HEAD /``, which "Ollama-compatible" adapters may refuse with 405).
     """
     _no_arguments("status", rest)
-    client = magics.client()
+    client = line.workspace.client()
     lines = [f"host: {client.host}, from {client.host_source}"]
     try:
         version: str | None = client.version()
@@ -183,16 +203,16 @@ def status(magics: OllamaMagics, rest: list[str]) -> None:
         loaded: list[str] | None = [m.name for m in client.ps()]
     except OllamaError:
         loaded = None  # adapters often lack /api/ps
-    lines.append(_model_line(magics, client.host, names, loaded or []))
+    lines.append(_model_line(line.workspace, client.host, names, loaded or []))
     loaded_text = "unknown (no /api/ps)" if loaded is None else ", ".join(loaded) or "none"
     lines.append(f"local models: {len(names)}; loaded now: {loaded_text}")
     print(printable("\n".join(lines)))
 
 
-def _model_line(magics: OllamaMagics, host: str, names: list[str], loaded: list[str]) -> str:
-    model = magics.model
+def _model_line(workspace: Workspace, host: str, names: list[str], loaded: list[str]) -> str:
+    model = workspace.model
     if not model:
-        chosen = magics.default_models.get(host)
+        chosen = workspace.default_models.get(host)
         if chosen:
             return f"model: not set; cells use {chosen} (the newest local model when chosen)"
         newest = names[0] if names else "none: %ollama pull llama3.2"
@@ -207,36 +227,37 @@ def _on_server(model: str, names: list[str]) -> bool:
     return model in names or f"{model}:latest" in names
 
 
-def config(magics: OllamaMagics, rest: list[str]) -> None:
+def config(line: Line, rest: list[str]) -> None:
     """``%ollama config [KEY=VALUE ...]``: change settings, then show them all.
 
     Values are checked by type as they are set: a bad one is a usage error and changes
     nothing. A model the server does not have is kept (the server may be down) with a warning.
     """
+    workspace = line.workspace
     traits = ["host", "model", "keep_alive", "fps", "timeout"]
-    before = {name: getattr(magics, name) for name in [*traits, "options"]}
-    chosen = dict(magics.default_models)
+    before = {name: workspace.trait_values()[name] for name in [*traits, "options"]}
+    chosen = dict(workspace.default_models)
     changes = key_values(rest, "%ollama config")
     try:
         for key, value in changes.items():
-            _set(magics, key, value, traits)
+            _set(workspace, key, value, traits)
     except UsageError:
-        for name, value in before.items():  # all or nothing
-            if getattr(magics, name) != value:
-                setattr(magics, name, value)
-        magics.default_models.update(chosen)  # nothing changed: keep the chosen default
+        changed = {k: v for k, v in before.items() if workspace.trait_values()[k] != v}
+        for name, value in changed.items():  # all or nothing
+            setattr(workspace, name, value)
+        workspace.default_models.update(chosen)  # nothing changed: keep the chosen default
         raise
-    client = magics.client()
-    if "model" in changes and magics.model:
-        _check_model(magics.model, client)
+    client = workspace.client()
+    if "model" in changes and workspace.model:
+        _check_model(workspace.model, client)
     headers = mask_headers(client.headers)
     settings = {
         "host": client.host,
-        "model": magics.model or "(the newest local model)",
-        "options": magics.options,
-        "keep_alive": magics.keep_alive or "(server default, 5m)",
-        "fps": magics.fps,
-        "timeout": magics.timeout,
+        "model": workspace.model or "(the newest local model)",
+        "options": workspace.options,
+        "keep_alive": workspace.keep_alive or "(server default, 5m)",
+        "fps": workspace.fps,
+        "timeout": workspace.timeout,
         # Only what the user or OLLAMA_API_KEY added, not requests' own defaults.
         "headers": {k: v for k, v in headers.items() if k.lower() not in _STANDARD_HEADERS},
     }
@@ -244,16 +265,16 @@ def config(magics: OllamaMagics, rest: list[str]) -> None:
     print("\n".join(f"{key:<{width}}  {value}" for key, value in settings.items()))
 
 
-def _set(magics: OllamaMagics, key: str, value: Any, traits: list[str]) -> None:
+def _set(workspace: Workspace, key: str, value: Any, traits: list[str]) -> None:
     """Set one setting, or raise UsageError saying why it cannot be."""
     option = key.removeprefix("options.")
     try:
         if key in traits:
-            setattr(magics, key, value if key in ("fps", "timeout") else str(value))
+            setattr(workspace, key, value if key in ("fps", "timeout") else str(value))
         elif option in OLLAMA_OPTIONS or key.startswith("options."):
             # Ollama ignores options it does not know, so a typo would pass silently;
             # "options.NAME=" sends one this list does not know on purpose.
-            magics.options = {**magics.options, option: value}
+            workspace.options = {**workspace.options, option: value}
         else:
             close = difflib.get_close_matches(key, [*traits, *OLLAMA_OPTIONS], n=1)
             suggestion = f" Did you mean {close[0]}?" if close else ""
@@ -293,10 +314,10 @@ def _session_arg(rest: list[str], command: str) -> str:
     raise UsageError(f"Usage: %ollama {command} [--session NAME]")
 
 
-def history(magics: OllamaMagics, rest: list[str]) -> None:
+def history(line: Line, rest: list[str]) -> None:
     """``%ollama history [--session NAME]``: the conversation as markdown."""
     name = _session_arg(rest, "history")
-    conversation = magics.conversations[name]
+    conversation = line.workspace.conversations[name]
     if not len(conversation):
         print(f"The conversation {name!r} is empty. Start one with %%ollama --chat.")
         return
@@ -304,24 +325,46 @@ def history(magics: OllamaMagics, rest: list[str]) -> None:
     display({"text/html": render_markdown(text), "text/plain": printable(text)}, raw=True)
 
 
-def reset(magics: OllamaMagics, rest: list[str]) -> None:
+def reset(line: Line, rest: list[str]) -> None:
     """``%ollama reset [--session NAME]``: forget the conversation."""
     name = _session_arg(rest, "reset")
-    conversation = magics.conversations[name]
+    conversation = line.workspace.conversations[name]
     count = len(conversation)
     conversation.reset(keep_system=False)
     print(f"Forgot {count} messages of the conversation {name!r}.")
 
 
-def chat(magics: OllamaMagics, rest: list[str]) -> Any:
-    """``%ollama chat [MODEL] [--session NAME]``: a chat widget on a conversation."""
+@magic_arguments(name="ollama chat")
+@argument("model", nargs="?", metavar="MODEL", help="The model (default: the session's).")
+@argument("--session", metavar="NAME", help="The conversation (default: %%ollama --chat's).")
+def _chat_arguments(line: str) -> None:
+    """Open a chat widget on a conversation."""
+
+
+#: What ``%ollama chat`` says where a widget cannot show (terminal IPython).
+NEEDS_NOTEBOOK = (
+    "The chat widget needs a notebook frontend (JupyterLab, Notebook 7, VS Code, Colab); "
+    "in a terminal, chat with %%ollama --chat [--session NAME]."
+)
+
+
+def chat(line: Line, rest: list[str]) -> Any:
+    """``%ollama chat [MODEL] [--session NAME]``: a chat widget on a conversation.
+
+    In terminal IPython, which shows only text, no widget is made (it would print as a repr
+    full of CSS): one line says where the widget works and what to use instead.
+    """
+    args = parse_words(_chat_arguments.parser, rest)  # type: ignore[attr-defined]
+    if not line.rich:
+        print(NEEDS_NOTEBOOK)
+        return None
     # Imported here: ipywidgets is needed only once a chat widget is opened.
-    from ollama_magic.widget import open_chat
+    from ollama_magic.widget import ChatWidget
 
-    return open_chat(magics, rest)
+    return ChatWidget(args.model, session=args.session, workspace=line.workspace)
 
 
-def traceback_command(magics: OllamaMagics, rest: list[str]) -> None:
+def traceback_command(line: Line, rest: list[str]) -> None:
     """``%ollama traceback``: the full traceback of the last error."""
     _no_arguments("traceback", rest)
     error = getattr(sys, "last_value", None)
@@ -412,7 +455,7 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
     display({"text/html": html, "text/plain": printable(text)}, raw=True)
 
 
-COMMANDS: dict[str, Callable[[OllamaMagics, list[str]], Any]] = {
+COMMANDS: dict[str, Callable[[Line, list[str]], Any]] = {
     "models": models,
     "list": models,
     "ps": ps,

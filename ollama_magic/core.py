@@ -11,26 +11,28 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from ollama_magic.client import Cancellation, Client
+from ollama_magic.client import Client
 from ollama_magic.conversation import Conversation
 from ollama_magic.errors import ModelOutputError, OllamaError
 from ollama_magic.structured import OutputFormat
 from ollama_magic.tools import MAX_CALLS_PER_ROUND, Toolbox
+from ollama_magic.transport import Cancellation
 from ollama_magic.types import Result, ToolCall
 
 __all__ = [
     "AnswerView",
     "Outcome",
     "Request",
-    "StopSignal",
     "ask",
     "build_request",
     "footer_parts",
     "keep_alive_value",
     "newest_model",
+    "think_value",
 ]
 
 
@@ -52,6 +54,8 @@ class Request:
     """The prompt as written, before ``{fields}`` were filled (what provenance keeps)."""
     filled: tuple[str, ...] = ()
     """The fields filled from the notebook, by name."""
+    client: Client | None = field(default=None, repr=False, compare=False)
+    """The client that sends it (the workspace's for ``host``); None: the caller's."""
 
     @property
     def model(self) -> str:
@@ -122,7 +126,7 @@ class Outcome:
     interrupted: bool = False
     """Stopped by a kernel interrupt (KeyboardInterrupt)."""
     stopped: bool = False
-    """Stopped by :meth:`StopSignal.stop` (a Stop button)."""
+    """Stopped through a :class:`~ollama_magic.transport.Cancellation` (a Stop button)."""
     value: Any = None
     """The parsed answer, when a format was asked for."""
     tool_results: list[tuple[ToolCall, str, bool]] = field(default_factory=list)
@@ -135,6 +139,21 @@ class Outcome:
     An error before that (a 404, or an error line first thing) is only an error."""
     thought: bool = False
     """Whether reasoning arrived in any round of the turn (``thinking`` holds the last's)."""
+    interruption: KeyboardInterrupt | None = field(default=None, repr=False)
+    """The interrupt, with its traceback (for ``%ollama traceback``)."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the answer completed (or was stopped on purpose) without an error."""
+        return self.error is None and not self.interrupted
+
+    def raise_for_error(self) -> None:
+        """Raise the turn's error, or KeyboardInterrupt if it was interrupted: what a caller
+        that does not show partial answers does."""
+        if self.error is not None:
+            raise self.error
+        if self.interrupted:
+            raise self.interruption or KeyboardInterrupt()
 
 
 def keep_alive_value(text: str | None) -> float | str | None:
@@ -146,6 +165,26 @@ def keep_alive_value(text: str | None) -> float | str | None:
         return float(text)
     except ValueError:
         return text
+
+
+THINK_LEVELS = ("low", "medium", "high", "max")
+
+
+def think_value(value: bool | str | None) -> bool | str | None:
+    """``think`` as sent: True, False, None (the model's default) or a level.
+
+    Raises:
+        ValueError: Anything else (a level is checked here, not by the server mid-turn).
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("true", "false"):
+        return word == "true"
+    if word not in THINK_LEVELS:
+        levels = ", ".join(THINK_LEVELS)
+        raise ValueError(f"think takes True, False or one of {levels}, not {value!r}")
+    return word
 
 
 _EMBEDDING_FAMILIES = {"bert", "nomic-bert", "jina-bert", "xlm-roberta"}
@@ -173,8 +212,9 @@ def newest_model(client: Client) -> str:
 
 def build_request(
     model: str,
-    prompt: str,
+    prompt: str | None,
     *,
+    messages: Sequence[Mapping[str, Any]] = (),
     conversation: Conversation | None = None,
     system: str | None = None,
     tools: Toolbox | None = None,
@@ -184,59 +224,53 @@ def build_request(
     host: str = "",
     **fields: Any,
 ) -> Request:
-    """The request for one question: ``/api/chat`` in a conversation or with tools, else
-    ``/api/generate``.
+    """The request for one question: ``/api/chat`` in a conversation, with tools or given
+    ``messages``, else ``/api/generate``.
 
-    ``fields`` are further API fields (``options``, ``think``, ``keep_alive``, ``suffix``, …);
-    those left as None are not sent, so the server's defaults apply. In a chat, ``system``
-    replaces the conversation's system message ("" removes it); the conversation keeps it
-    only when the turn succeeds.
+    Front ends call :meth:`~ollama_magic.workspace.Workspace.request`, which adds the
+    settings and the model choice and calls this. ``fields`` are further API fields
+    (``options``, ``think``, ``keep_alive``, ``suffix``, …); those left as None are not sent,
+    so the server's defaults apply. In a chat, ``system`` replaces the conversation's system
+    message ("" removes it); the conversation keeps it only when the turn succeeds.
     """
     body: dict[str, Any] = {"model": model, **fields, "format": output.format if output else None}
-    if conversation is not None or tools:
-        messages = conversation.messages if conversation is not None else []
+    if conversation is not None or tools or prompt is None:
+        history = conversation.messages if conversation is not None else []
         if system is not None:
-            messages = [m for m in messages if m.get("role") != "system"]
+            history = [m for m in history if m.get("role") != "system"]
             if system:
-                messages.insert(0, {"role": "system", "content": system})
-        user: dict[str, Any] = {"role": "user", "content": prompt}
-        if images:
-            user["images"] = images
-        body.update(messages=[*messages, user], tools=tools.schemas if tools else None)
+                history.insert(0, {"role": "system", "content": system})
+        if prompt is None:
+            new = [dict(message) for message in messages]
+        else:
+            user: dict[str, Any] = {"role": "user", "content": prompt}
+            if images:
+                user["images"] = images
+            new = [user]
+        body.update(messages=[*history, *new], tools=tools.schemas if tools else None)
         body = {key: value for key, value in body.items() if value is not None}
         body["stream"] = stream
-        return Request("chat", body, host, new_messages=[user], system=system)
+        return Request("chat", body, host, new_messages=new, system=system)
     body.update(prompt=prompt, system=system or None, images=images or None)
     body = {key: value for key, value in body.items() if value is not None}
     body["stream"] = stream
     return Request("generate", body, host)
 
 
-class StopSignal(Cancellation):
-    """Stops a running :func:`ask` from another thread, at once: a Stop button.
-
-    It works at any moment of the turn, also while the server is still loading the model (the
-    connection's socket is shut down, which wakes the blocked read); the partial answer is
-    kept, and the turn ends as stopped.
-    """
-
-    def stop(self) -> None:
-        """Stop the answer now."""
-        self.cancel()
-
-    @property
-    def stopped(self) -> bool:
-        return self.cancelled
-
-
-class AnswerView(Protocol):
-    """Shows an answer while it streams."""
+class AnswerView:
+    """Shows an answer while it streams. This base shows nothing (``-q``, ``ask()``)."""
 
     def thinking(self, text: str) -> None:
         """More reasoning text arrived."""
 
     def content(self, text: str) -> None:
         """More answer text arrived."""
+
+    def tool_call(self, call: ToolCall, result: str, failed: bool) -> None:
+        """A tool the model called has run (``result`` goes back to the model)."""
+
+    def retry(self, error: ModelOutputError, attempt: int, retries: int) -> None:
+        """The structured answer was invalid; the model is asked again."""
 
     def finish(self, outcome: Outcome) -> None:
         """The answer is over (complete, failed or interrupted): paint the final state."""
@@ -247,16 +281,17 @@ def ask(
     request: Request,
     view: AnswerView,
     conversation: Conversation | None = None,
-    stop: StopSignal | None = None,
+    stop: Cancellation | None = None,
     *,
     output: OutputFormat | None = None,
     retries: int = 0,
     tools: Toolbox | None = None,
     max_tool_rounds: int = 5,
 ) -> Outcome:
-    """Send ``request``, stream the answer into ``view``, and keep ``conversation`` in step.
+    """Send ``request``, stream the answer into ``view``, keep ``conversation`` in step, and
+    return the :class:`Outcome` whatever happened: the caller decides what to raise.
 
-    For a chat, ``request.body["messages"]`` must end with the new user message(s), and the
+    For a chat, ``request.body["messages"]`` must end with the new message(s), and the
     conversation must hold the earlier ones: after a complete answer the new messages, any tool
     exchange and the answer are appended. An interrupted turn is kept with its partial answer
     (the user saw it and may say "go on"), as is one stopped through ``stop``; a failed turn is
@@ -265,10 +300,11 @@ def ask(
     With ``tools``, calls the model makes are run (only those functions) and their results sent
     back, until an answer without calls, for at most ``max_tool_rounds`` rounds. With
     ``output``, the answer is parsed into ``outcome.value``; an invalid one is asked for again
-    up to ``retries`` times, saying what was wrong, and then raises ModelOutputError.
+    up to ``retries`` times, saying what was wrong, and then is ``outcome.error`` (a
+    ModelOutputError with the raw answer).
 
-    Errors propagate after the view has shown what arrived (``outcome.error`` has it too),
-    and a KeyboardInterrupt after the partial answer was drawn, so "Run All" stops.
+    A KeyboardInterrupt ends the turn with ``outcome.interrupted`` set, after the partial
+    answer was drawn; a caller in a cell re-raises it, so "Run All" stops.
     """
     outcome = Outcome(request)
     exchange: list[dict[str, Any]] = []  # tool calls and results this turn adds
@@ -296,27 +332,27 @@ def ask(
                     if attempt >= retries:
                         raise
                     attempt += 1
-                    _call(view, "retry", error, attempt, retries)
+                    view.retry(error, attempt, retries)
                     current = _correction(current, outcome.text, error, output)
                     continue
             break
-    except KeyboardInterrupt:
-        outcome.interrupted = True
+    except KeyboardInterrupt as interruption:
+        outcome.interrupted, outcome.interruption = True, interruption
         _record(conversation, request, outcome, exchange)
         view.finish(outcome)
-        raise
+        return outcome
     except OllamaError as error:
         outcome.error = error
         if outcome.started:
             view.finish(outcome)
-        raise
+        return outcome
     _record(conversation, request, outcome, exchange)
     view.finish(outcome)
     return outcome
 
 
 def _stream(
-    client: Client, request: Request, view: AnswerView, stop: StopSignal | None, outcome: Outcome
+    client: Client, request: Request, view: AnswerView, stop: Cancellation | None, outcome: Outcome
 ) -> Result | None:
     """One request: feed what arrives to ``view`` and ``outcome``; the final Result or None."""
     body = dict(request.body)
@@ -342,24 +378,22 @@ def _stream(
         outcome.result = result
         return result
     stream = call(**body, stream=True, cancel=stop)
-    text: list[str] = []
-    thinking: list[str] = []
+    # The stream keeps the text (one list of its pieces); the loop only hands them on.
+    content, thinking = view.content, view.thinking
     try:
         for chunk in stream:
             outcome.started = True
             if chunk.thinking:
                 outcome.thought = True
-                thinking.append(chunk.thinking)
-                view.thinking(chunk.thinking)
+                thinking(chunk.thinking)
             if chunk.content:
-                text.append(chunk.content)
-                view.content(chunk.content)
+                content(chunk.content)
         outcome.stopped = stream.aborted
         outcome.result = stream.result
         return stream.result
     finally:
         # Also on an error or an interrupt: the outcome keeps what arrived.
-        outcome.text, outcome.thinking = "".join(text), "".join(thinking)
+        outcome.text, outcome.thinking = stream.text, stream.thinking
         stream.close()
 
 
@@ -375,7 +409,7 @@ def _run_tools(
         if number < MAX_CALLS_PER_ROUND:
             text, failed = tools.call(call)
             outcome.tool_results.append((call, text, failed))
-            _call(view, "tool_call", call, text, failed)
+            view.tool_call(call, text, failed)
         else:
             text = f"Error: not run: at most {MAX_CALLS_PER_ROUND} tool calls run in one round."
             outcome.tools_not_run += 1
@@ -403,13 +437,6 @@ def _correction(
         request.host,
         request.notes,
     )
-
-
-def _call(view: AnswerView, method: str, *args: Any) -> None:
-    """Call an optional view method (views that do not show tool calls or retries skip it)."""
-    handler = getattr(view, method, None)
-    if handler is not None:
-        handler(*args)
 
 
 def _record(

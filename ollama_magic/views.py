@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ollama_magic.core import Outcome, footer_parts
+from ollama_magic.core import AnswerView, Outcome, footer_parts
 from ollama_magic.errors import OllamaError
 from ollama_magic.render import DisplaySink, IPythonSink, LiveMarkdown, escape
 from ollama_magic.structured import plain_data
@@ -56,7 +56,7 @@ def _thinking_done(text: str) -> Callable[[str], str]:
     return wrap
 
 
-class NotebookView:
+class NotebookView(AnswerView):
     """Live, sanitized markdown in cell outputs, updated in place at a limited frame rate.
 
     Thinking streams above the answer in an open muted box, rendered the same way, and folds
@@ -224,7 +224,7 @@ def _tree(data: Any) -> str:
     return f"<code>{escape(json.dumps(data, ensure_ascii=False))}</code>"
 
 
-class TextView:
+class TextView(AnswerView):
     """Plain text streamed to a terminal (or a notebook's stdout with ``--plain``)."""
 
     def __init__(self, out: TextIO | None = None, *, notes: list[str] | None = None) -> None:
@@ -284,14 +284,5 @@ class TextView:
         self.out.flush()
 
 
-class QuietView:
+class QuietView(AnswerView):
     """Shows nothing (``-q``: the answer only goes into a variable)."""
-
-    def thinking(self, text: str) -> None:
-        pass
-
-    def content(self, text: str) -> None:
-        pass
-
-    def finish(self, outcome: Any) -> None:
-        pass

@@ -21,7 +21,6 @@ import contextlib
 import contextvars
 import functools
 import importlib.resources
-import os
 import re
 import secrets
 import threading
@@ -32,28 +31,18 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ipywidgets as w
-from IPython.core.error import UsageError
-from IPython.core.magic_arguments import argument, magic_arguments
 
-from ollama_magic.client import Client
-from ollama_magic.conversation import DEFAULT_SESSION, Conversation, ConversationBusy, Conversations
-from ollama_magic.core import (
-    Outcome,
-    Request,
-    StopSignal,
-    ask,
-    build_request,
-    footer_parts,
-    keep_alive_value,
-    newest_model,
-)
+from ollama_magic.conversation import DEFAULT_SESSION, Conversation, ConversationBusy
+from ollama_magic.core import Outcome, Request, footer_parts
 from ollama_magic.errors import OllamaError
 from ollama_magic.images import image_base64, thumbnails_html
 from ollama_magic.markdown import make_markdown, render_markdown
 from ollama_magic.render import Bundle, DisplayHandle, escape
+from ollama_magic.transport import Cancellation
 from ollama_magic.views import NotebookView, tool_call_html
+from ollama_magic.workspace import Workspace, default_workspace
 
-__all__ = ["ChatWidget", "open_chat"]
+__all__ = ["ChatWidget"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,10 +61,6 @@ _THINK: dict[str, bool | str | None] = {
 
 #: How long a click on Send waits for the box's text when the box is still empty here (s).
 _TEXT_GRACE = 0.5
-
-# Conversations for widgets made outside IPython (plain Python, tests without a shell): names
-# still mean the same conversation within the process.
-_LOCAL_CONVERSATIONS = Conversations()
 
 _EMPTY = '<div class="om-empty">No messages yet. Say hello below.</div>'
 
@@ -107,17 +92,15 @@ def _think_label(think: bool | str | None) -> str:
     )
 
 
-def _shell_magics() -> Any:
-    """The shell's ``OllamaMagics`` (loading the extension if needed), or None outside IPython."""
+def _kernel_workspace() -> Workspace:
+    """The kernel's workspace: the magics' (loading the extension in IPython, so that a widget
+    and ``%%ollama --chat`` share sessions and settings), else the process's."""
     from IPython import get_ipython
 
     shell = get_ipython()
-    if shell is None:
-        return None
-    registry = shell.magics_manager.registry
-    if "OllamaMagics" not in registry:
+    if shell is not None and "OllamaMagics" not in shell.magics_manager.registry:
         shell.extension_manager.load_extension("ollama_magic")
-    return registry.get("OllamaMagics")
+    return default_workspace()
 
 
 def _one_line(error: BaseException) -> str:
@@ -256,7 +239,6 @@ class _BubbleView(NotebookView):
         self.bubble.add_class("om-assistant")
         self._waiting: w.HTML | None = w.HTML('<span class="om-waiting"></span>')
         self.bubble.children += (self._waiting,)
-        self.outcome: Outcome | None = None
         super().__init__(sink=self, fps=fps, clock=clock)
 
     def display(self, bundle: Bundle, metadata: dict[str, Any]) -> DisplayHandle:
@@ -270,7 +252,7 @@ class _BubbleView(NotebookView):
         return _Output(widget)
 
     def finish(self, outcome: Outcome) -> None:
-        self.outcome = outcome
+        """Nothing to paint: the end of the turn replaces the bubble by the message."""
 
 
 # -- the widget ------------------------------------------------------------------------------
@@ -294,7 +276,7 @@ class _Turn:
     from_input: bool
     undo: list[dict[str, Any]]
     """The question and answer taken out to ask again; put back if the retry fails."""
-    stop: StopSignal = field(default_factory=StopSignal)
+    stop: Cancellation = field(default_factory=Cancellation)
     thread: threading.Thread | None = None
 
 
@@ -345,12 +327,13 @@ class ChatWidget(w.VBox):
         *,
         think: bool | str | None = None,
         fps: float | None = None,
-        magics: Any = None,
+        workspace: Workspace | None = None,
         **options: Any,
     ) -> None:
         think_label = _think_label(think)  # before any widget exists: nothing to clean up
         super().__init__()
-        self._magics = magics if magics is not None else _shell_magics()
+        self.workspace = workspace if workspace is not None else _kernel_workspace()
+        """Settings, clients and conversations, shared with the cells (the kernel's)."""
         # Guards the rows and the turn. Held only around our own widgets and reading the
         # conversation: changing the conversation calls other widgets' listeners.
         self._lock = threading.RLock()
@@ -360,26 +343,20 @@ class ChatWidget(w.VBox):
         self._rows: list[_Row] = []
         self._ghost: list[_Row] = []  # a question (and partial answer) not in the conversation
         self._ghost_user: dict[str, Any] | None = None
-        self._fps = float(fps if fps is not None else getattr(self._magics, "fps", 10.0))
+        self._fps = float(fps if fps is not None else self.workspace.fps)
         self._awaiting_text: threading.Timer | None = None  # a click on Send, box still empty
 
         if isinstance(session, Conversation):
             self.conversation = session
         else:
-            conversations = (
-                self._magics.conversations if self._magics is not None else _LOCAL_CONVERSATIONS
-            )
-            self.conversation = conversations[session or DEFAULT_SESSION]
+            self.conversation = self.workspace.conversations[session or DEFAULT_SESSION]
         """The conversation shown and continued (shared with the magics)."""
         if system is not None:
             self.conversation.system = system or None
         self._system_shown = self.conversation.system or ""  # the box, as last synced
 
-        self._owns_client = self._magics is None
-        self.client = (
-            self._magics.client(host) if self._magics is not None else Client(host, timeout=300)
-        )
-        """The connection to Ollama."""
+        self.client = self.workspace.client(host)
+        """The connection to Ollama (the workspace's, shared with the cells)."""
 
         self._build(think_label, options)
         self._set_status(
@@ -550,8 +527,7 @@ class ChatWidget(w.VBox):
         Raises:
             ValueError: A field of the options panel does not hold a number.
         """
-        options = dict(getattr(self._magics, "options", None) or {})
-        options.update(self._extra_options)
+        options = {**self.workspace.options, **self._extra_options}
         for name, kind in _PANEL_OPTIONS.items():
             text = self.option_fields[name].value.strip()
             if not text:
@@ -615,9 +591,9 @@ class ChatWidget(w.VBox):
     def stop(self) -> None:
         """Stop the answer now; what arrived is kept, marked as stopped."""
         turn = self._turn
-        if turn is not None and not turn.stop.stopped:
+        if turn is not None and not turn.stop.cancelled:
             self._set_status("Stopping…", "info")  # first: the turn's end says how it went
-            turn.stop.stop()
+            turn.stop.cancel()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the current answer is over; False if ``timeout`` seconds passed first."""
@@ -678,8 +654,6 @@ class ChatWidget(w.VBox):
         with self._lock:
             for child in [*self.children, self._empty, *(r.widget for r in self._ghost)]:
                 _close_tree(child)
-        if self._owns_client:
-            self.client.close()
         self.layout.close()
         super().close()
 
@@ -756,13 +730,11 @@ class ChatWidget(w.VBox):
     # -- models ----------------------------------------------------------------------------------
 
     def _default_model(self, listed: bool) -> str:
-        configured = getattr(self._magics, "model", "") or os.environ.get("OLLAMA_MODEL", "")
+        configured = self.workspace.model
         if self.conversation.model or configured or not listed:
             return self.conversation.model or configured
         try:
-            if self._magics is not None:  # the cells' choice, made once and kept
-                return str(self._magics.default_model(self.client))
-            return newest_model(self.client)
+            return self.workspace.default_model(self.client)  # the cells' choice, kept
         except OllamaError:
             return ""  # only embedding models: sending says what to do
 
@@ -853,17 +825,16 @@ class ChatWidget(w.VBox):
     ) -> None:
         """Show the question and a live bubble, and start the thread that streams the answer."""
         system = self.system_box.value.strip()
-        request = build_request(
-            model,
+        request = self.workspace.request(
             str(user.get("content", "")),
+            model=model,
+            client=self.client,
             conversation=self.conversation,
             # Only a prompt typed here replaces the session's: a cell's -s must survive.
             system=system if system != self._system_shown else None,
-            images=user.get("images"),
-            host=self.client.host,
-            options=options or None,
+            images=user.get("images") or (),
+            options=options,
             think=self.think,
-            keep_alive=keep_alive_value(getattr(self._magics, "keep_alive", None)),
         )
         message = request.body["messages"][-1]  # exactly what the conversation will keep
         turn = _Turn(
@@ -898,13 +869,11 @@ class ChatWidget(w.VBox):
         outcome = Outcome(request)
         crash: BaseException | None = None
         try:
-            outcome = ask(self.client, request, turn.view, self.conversation, turn.stop)
-        except OllamaError as error:
-            outcome = turn.view.outcome or outcome
-            outcome.error = error
+            outcome = self.workspace.ask(
+                request, turn.view, conversation=self.conversation, stop=turn.stop, claimed=True
+            )
         except BaseException as error:  # a bug: say so in the widget, not only in a log
             crash = error
-            outcome = turn.view.outcome or outcome
         finally:
             try:
                 self._end_turn(turn, outcome, crash)
@@ -1040,48 +1009,3 @@ class ChatWidget(w.VBox):
         """An unexpected error's traceback, in the widget (handlers run outside any cell)."""
         if not self._closed:
             self.out.append_stderr("".join(traceback.format_exception(error)))
-
-
-# -- %ollama chat ----------------------------------------------------------------------------
-
-
-@magic_arguments(name="ollama chat")
-@argument("model", nargs="?", metavar="MODEL", help="The model (default: the session's).")
-@argument("--session", metavar="NAME", help="The conversation (default: %%ollama --chat's).")
-def _chat_arguments(line: str) -> None:
-    """Open a chat widget on a conversation."""
-
-
-#: What ``%ollama chat`` says where a widget cannot show (terminal IPython).
-_NEEDS_NOTEBOOK = (
-    "The chat widget needs a notebook frontend (JupyterLab, Notebook 7, VS Code, Colab); "
-    "in a terminal, chat with %%ollama --chat [--session NAME]."
-)
-
-
-def open_chat(magics: Any, argv: list[str]) -> ChatWidget | None:
-    """``%ollama chat [MODEL] [--session NAME]``: open a chat widget on the magics' sessions.
-
-    In terminal IPython, which shows only text, no widget is made (it would print as a repr
-    full of CSS): one line says where the widget works and what to use instead.
-
-    Args:
-        magics: The ``OllamaMagics`` instance (its conversations, client and settings).
-        argv: The words after ``chat``, already split shell-style.
-
-    Returns:
-        The widget, or None in a terminal.
-
-    Raises:
-        UsageError: The arguments do not fit the usage line.
-    """
-    parser = _chat_arguments.parser  # type: ignore[attr-defined]
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as error:
-        usage = " ".join(parser.format_usage().replace("::", "").split())
-        raise UsageError(f"{error}. Usage: {usage}") from error
-    if not magics._rich_output():
-        print(_NEEDS_NOTEBOOK)
-        return None
-    return ChatWidget(args.model, session=args.session, magics=magics)

@@ -9,7 +9,8 @@ from _util import wait_until
 
 from ollama_magic import Client
 from ollama_magic.conversation import Conversation, ConversationBusy
-from ollama_magic.core import Request, StopSignal, ask
+from ollama_magic.client import Cancellation
+from ollama_magic.core import Request, ask
 from ollama_magic.testing import Fault, Reply
 
 
@@ -33,13 +34,13 @@ def test_stop_from_another_thread_ends_the_answer_and_keeps_the_partial_text(fak
     conversation = Conversation()
     messages = [{"role": "user", "content": "slow"}]
     request = Request("chat", {"model": "llama3.2", "messages": messages, "stream": True})
-    view, stop = Collect(), StopSignal()
+    view, stop = Collect(), Cancellation()
     worker = threading.Thread(
         target=ask, args=(Client(fake_ollama.url), request, view, conversation, stop)
     )
     worker.start()
     wait_until(lambda: view.text)  # the first token arrived; the next is 2 s away
-    stop.stop()
+    stop.cancel()
     worker.join(1.5)
     assert not worker.is_alive(), "Stop must wake the read, not wait for the next token"
     assert view.outcome.stopped and view.text == "one"
@@ -52,8 +53,8 @@ def test_stop_from_another_thread_ends_the_answer_and_keeps_the_partial_text(fak
 
 
 def test_a_stop_before_the_stream_starts_stops_it_at_once(fake_ollama):
-    stop = StopSignal()
-    stop.stop()
+    stop = Cancellation()
+    stop.cancel()
     request = Request("generate", {"model": "llama3.2", "prompt": "hi", "stream": True})
     outcome = ask(Client(fake_ollama.url), request, Collect(), stop=stop)
     assert outcome.stopped and outcome.result is None
@@ -61,7 +62,7 @@ def test_a_stop_before_the_stream_starts_stops_it_at_once(fake_ollama):
 
 def test_one_turn_at_a_time_on_a_conversation(ipython, fake_ollama):
     magics = ipython.magics_manager.registry["OllamaMagics"]
-    conversation = magics.conversations["default"]
+    conversation = magics.workspace.conversations["default"]
     conversation.begin_turn()  # as a chat widget streaming on it does
     try:
         with pytest.raises(ConversationBusy, match="busy with another answer"):

@@ -596,7 +596,7 @@ class ChatMagic(CellMagic):
     chat = True
 
     def conversation(self) -> Conversation | None:
-        return self.magics.conversations["default"]
+        return self.magics.workspace.conversations["default"]
 
 
 class StructuredMagic(CellMagic):
@@ -614,7 +614,9 @@ class Widget(Column):
 
     def start(self, ipython, url: str) -> None:
         magics = configure(ipython, url)
-        self.widget = ChatWidget("llama3.2", host=url, session=Conversation("m"), magics=magics)
+        self.widget = ChatWidget(
+            "llama3.2", host=url, session=Conversation("m"), workspace=magics.workspace
+        )
 
     def ask(self) -> Seen:
         return widget_seen(self.widget)

@@ -290,7 +290,7 @@ def test_config_prints_headers_masked(ipython):
     assert "'X-Api-Key': '****'" in printed and "physics" in printed
     assert secret not in line(ipython, "config").stdout
     # The value is still what is sent.
-    assert magics(ipython).client().headers["x-api-key"] == secret
+    assert magics(ipython).workspace.client().headers["x-api-key"] == secret
 
 
 # -- 12-15. "Ollama-compatible" adapters -----------------------------------------------------
@@ -497,7 +497,7 @@ def test_the_chat_widget_uses_the_default_model_the_cells_chose(ipython, fake_ol
 def test_a_dry_run_shows_the_default_model_once_chosen(ipython, fake_ollama):
     shown = run(ipython, "--dry-run", "hi").outputs[0].data["text/plain"]
     assert '"model": "<newest local model>"' in shown
-    assert shown.endswith("The model is chosen when a cell is sent.")
+    assert shown.endswith("The model is chosen when the request is sent.")
     run(ipython, "", "hi")
     shown = run(ipython, "--dry-run", "hi").outputs[0].data["text/plain"]
     assert '"model": "llama3.2:latest"' in shown

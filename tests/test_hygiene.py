@@ -186,7 +186,7 @@ def test_500_requests_100_of_them_failed_or_interrupted_leave_nothing_open(
         timed_out,
     ]
     magics = ipython.magics_manager.registry["OllamaMagics"]
-    clients = [client, impatient, nowhere, magics.client()]
+    clients = [client, impatient, nowhere, magics.workspace.client()]
 
     # 20 rounds of 25 requests: the 20 good kinds, and 5 failed or interrupted ones in turn.
     # After each round the pools let go of their idle keep-alive connections (close() keeps a
@@ -197,7 +197,7 @@ def test_500_requests_100_of_them_failed_or_interrupted_leave_nothing_open(
         for call in good + [bad[(round_ * 5 + i) % len(bad)] for i in range(5)]:
             call()
             sent += 1
-        magics.conversations["default"].reset()  # it grows with each --chat: not a leak
+        magics.workspace.conversations["default"].reset()  # it grows with each --chat: not a leak
         for each in clients:
             each.close()
         settled(fake_ollama)

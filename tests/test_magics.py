@@ -273,8 +273,8 @@ def test_chat_keeps_the_conversation(ipython, fake_ollama):
         {"role": "user", "content": "What is my name?"},
     ]
     magics = ipython.magics_manager.registry["OllamaMagics"]
-    assert len(magics.conversations["default"]) == 5
-    assert magics.conversations["default"].messages[-1]["role"] == "assistant"
+    assert len(magics.workspace.conversations["default"]) == 5
+    assert magics.workspace.conversations["default"].messages[-1]["role"] == "assistant"
 
 
 def test_named_sessions_are_separate(ipython, fake_ollama):
@@ -370,7 +370,9 @@ def test_an_interrupt_keeps_the_partial_answer_and_reraises(ipython, fake_ollama
     request = fake_ollama.last_request("/api/chat")
     assert request.finished.wait(10) and request.client_disconnected
     # The conversation keeps the turn with its partial answer.
-    conversation = ipython.magics_manager.registry["OllamaMagics"].conversations["default"]
+    conversation = ipython.magics_manager.registry["OllamaMagics"].workspace.conversations[
+        "default"
+    ]
     assert conversation.messages[-1] == {"role": "assistant", "content": ipython.user_ns["partial"]}
 
 
@@ -498,7 +500,7 @@ def test_chat_opens_a_widget_on_the_conversation(ipython, fake_ollama):
         widget = ipython.run_line_magic("ollama", "chat llama3.2 --session s")
     try:
         magics = ipython.magics_manager.registry["OllamaMagics"]
-        assert widget.conversation is magics.conversations["s"]
+        assert widget.conversation is magics.workspace.conversations["s"]
         assert widget.messages[-1]["content"] == "Answer one."
     finally:
         widget.close()

@@ -53,7 +53,7 @@ def test_every_python_example_in_the_readme_runs(ipython, fake_ollama):
     # What the examples promise, checked on what they left behind.
     namespace = ipython.user_ns
     assert list(namespace["people"].columns) == ["name", "age"]
-    tutor = ipython.magics_manager.registry["OllamaMagics"].conversations["default"]
+    tutor = ipython.magics_manager.registry["OllamaMagics"].workspace.conversations["default"]
     assert [m["role"] for m in tutor.messages] == ["system", "user", "assistant"]
     prompts = [r.body.get("prompt") for r in fake_ollama.requests if r.path == "/api/generate"]
     assert "Explain entropy in three bullet points." in prompts

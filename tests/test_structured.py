@@ -133,7 +133,9 @@ def test_while_streaming_the_json_shows_as_code(ipython, fake_ollama):
 
 def test_chat_with_a_format_adds_the_json_answer_to_the_history(ipython, fake_ollama):
     run(ipython, "llama3.2 -c -f Person -o p", "Extract: Ada, 36", Person=Person)
-    conversation = ipython.magics_manager.registry["OllamaMagics"].conversations["default"]
+    conversation = ipython.magics_manager.registry["OllamaMagics"].workspace.conversations[
+        "default"
+    ]
     answer = conversation.messages[-1]
     assert answer["role"] == "assistant"
     assert Person.model_validate_json(answer["content"]) == ipython.user_ns["p"]
@@ -163,7 +165,9 @@ def test_schema_violations_are_retried_in_chat_and_then_a_clear_error(ipython, f
     messages = body(fake_ollama, "/api/chat")["messages"]
     assert messages[-2] == {"role": "assistant", "content": '{"name": "Ada", "age": "old"}'}
     assert messages[-1]["content"].startswith("That answer was not valid")
-    conversation = ipython.magics_manager.registry["OllamaMagics"].conversations["default"]
+    conversation = ipython.magics_manager.registry["OllamaMagics"].workspace.conversations[
+        "default"
+    ]
     assert len(conversation) == 0, "a failed turn is not recorded"
 
 

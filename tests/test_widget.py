@@ -23,7 +23,7 @@ from IPython.utils.capture import capture_output
 
 from ollama_magic.conversation import Conversation, ConversationBusy
 from ollama_magic.testing import Fault, Reply
-from ollama_magic.widget import ChatWidget, _BubbleView, _close_tree, open_chat
+from ollama_magic.widget import ChatWidget, _BubbleView, _close_tree
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -363,7 +363,7 @@ def test_a_session_is_shared_with_the_magic_both_ways(ipython, fake_ollama):
         send(chat, "second question")
         finish(chat)
         magics = ipython.magics_manager.registry["OllamaMagics"]
-        conversation = magics.conversations["s"]
+        conversation = magics.workspace.conversations["s"]
         assert chat.conversation is conversation
         assert [m["content"] for m in conversation.messages] == [
             "first question",
@@ -715,20 +715,27 @@ def test_clear_export_and_messages(open_widget, fake_ollama):
 
 def test_open_chat_parses_the_line_like_the_other_subcommands(ipython, fake_ollama):
     magics = ipython.magics_manager.registry["OllamaMagics"]
+
+    def open_chat(line):
+        return ipython.run_line_magic("ollama", f"chat {line}")
+
     with capture_output():  # a notebook-like display: widgets show
-        chat = open_chat(magics, ["qwen3", "--session", "notes"])
-        other = open_chat(magics, ["--session=notes"])
-        plain = open_chat(magics, [])
+        chat = open_chat("qwen3 --session notes")
+        other = open_chat("--session=notes")
+        plain = open_chat("")
     try:
-        assert chat.model == "qwen3:latest" and chat.conversation is magics.conversations["notes"]
+        assert (
+            chat.model == "qwen3:latest"
+            and chat.conversation is magics.workspace.conversations["notes"]
+        )
         assert other.conversation is chat.conversation
-        assert plain.conversation is magics.conversations["default"]
+        assert plain.conversation is magics.workspace.conversations["default"]
     finally:
         for widget in (chat, other, plain):
             widget.close()
-    for bad in (["--session"], ["a", "b"], ["--model", "x"]):
+    for bad in ("--session", "a b", "--model x"):
         with pytest.raises(UsageError, match=r"Usage: %ollama chat \[--session NAME\] \[MODEL\]"):
-            open_chat(magics, bad)
+            open_chat(bad)
 
 
 def test_chat_in_terminal_ipython_says_where_it_works_instead_of_a_widget(

@@ -284,7 +284,7 @@ def test_cells_history_and_a_chat_on_the_session_are_inert(ipython, fake_ollama)
     assert all(arrived(i, final_html(captured)) for i in range(len(CORPUS)))
 
     magics = ipython.magics_manager.registry["OllamaMagics"]
-    chat = ChatWidget(session="default", magics=magics)
+    chat = ChatWidget(session="default", workspace=magics.workspace)
     try:
         html = check_widget(chat, "chat on the session", problems)
         assert all(arrived(i, html) for i in range(len(CORPUS)))
@@ -354,7 +354,7 @@ def test_tool_names_arguments_and_results_are_inert(ipython, fake_ollama):
         with capture_output() as captured:
             ipython.run_line_magic("ollama", f"history --session {session}")
         check_all(outputs_html(captured), f"{session} history", problems)
-        chat = ChatWidget(session=session, magics=magics)
+        chat = ChatWidget(session=session, workspace=magics.workspace)
         try:
             html = check_widget(chat, f"chat on {session}", problems)
             tool_messages = 2 * len(payloads)

@@ -1,0 +1,361 @@
+"""The one core every front end plugs into: settings, clients, conversations, requests.
+
+A :class:`Workspace` holds what a kernel's cells, chat widgets and Python calls share: the
+settings (traitlets, so ``%config`` reaches them), a client per server, the conversations by
+name, the default model chosen per server, and :meth:`Workspace.request`, the one place a
+request is built. The magics own the kernel's workspace; :func:`default_workspace` returns it
+(or one made from the environment outside IPython), so ``ask()`` and ``ChatWidget`` share the
+cells' settings and sessions without reading the magics.
+
+>>> from ollama_magic.workspace import Workspace
+>>> ws = Workspace(model="llama3.2", options={"temperature": 0})
+>>> ws.request("Hi", host="http://127.0.0.1:9").body
+{'model': 'llama3.2', 'options': {'temperature': 0}, 'prompt': 'Hi', 'stream': True}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from traitlets import Dict, Float, TraitError, Unicode, default, observe, validate
+from traitlets.config import Configurable
+
+from ollama_magic.client import DEFAULT_HOST, Client, parse_host, split_credentials
+from ollama_magic.conversation import Conversation, Conversations
+from ollama_magic.core import (
+    AnswerView,
+    Outcome,
+    Request,
+    ask,
+    build_request,
+    keep_alive_value,
+    newest_model,
+)
+from ollama_magic.errors import ModelNotFound, OllamaError
+from ollama_magic.options import (
+    SecretHeaders,
+    SecretHost,
+    check_duration,
+    check_headers,
+    check_options,
+)
+from ollama_magic.structured import OutputFormat
+from ollama_magic.tools import Toolbox
+from ollama_magic.transport import Cancellation
+
+__all__ = ["SETTINGS", "Settings", "Workspace", "default_workspace", "use_workspace"]
+
+#: The settings a workspace and the magics share (``%config OllamaMagics.NAME``).
+SETTINGS = ("host", "model", "options", "keep_alive", "fps", "timeout", "headers")
+
+_T = TypeVar("_T")
+
+
+def _checked(check: Callable[[Any], _T], value: Any) -> _T:
+    """``check(value)``, its ValueError as the TraitError that %config and setattr report."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise TraitError(str(exc)) from None
+
+
+class Settings(Configurable):
+    """The settings, checked when set (not by the server on every later request)."""
+
+    host = Unicode(help="The Ollama server. Empty: $OLLAMA_HOST, else http://127.0.0.1:11434.").tag(
+        config=True
+    )
+    model = Unicode(
+        help="The default model. Empty: $OLLAMA_MODEL, else the newest local model."
+    ).tag(config=True)
+    options = Dict(
+        help="Ollama options sent with every request, e.g. {'temperature': 0.2, 'num_ctx': 8192}."
+    ).tag(config=True)
+    keep_alive = Unicode(
+        help="How long Ollama keeps the model loaded after a request ('5m', '-1' forever, '0')."
+    ).tag(config=True)
+    fps = Float(10.0, help="Display updates per second while an answer streams.").tag(config=True)
+    timeout = Float(
+        300.0, help="Seconds to wait for the server to send something (a model may be loading)."
+    ).tag(config=True)
+    headers = Dict(
+        help="Extra HTTP headers for a proxy in front of Ollama (OLLAMA_API_KEY is sent as a "
+        "bearer token without this)."
+    ).tag(config=True)
+
+    @default("host")
+    def _default_host(self) -> str:
+        return SecretHost(os.environ.get("OLLAMA_HOST", ""))
+
+    @default("model")
+    def _default_model(self) -> str:
+        return os.environ.get("OLLAMA_MODEL", "")
+
+    @validate("options")
+    def _valid_options(self, proposal: Any) -> dict[str, Any]:
+        # Checked here, not by the server on every later cell (HTTP 500 "must be of type").
+        return _checked(check_options, proposal["value"])
+
+    @validate("keep_alive")
+    def _valid_keep_alive(self, proposal: Any) -> str:
+        return _checked(check_duration, str(proposal["value"]))
+
+    @validate("host")
+    def _valid_host(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip()
+        if value:
+            try:
+                parse_host(value)
+            except OllamaError as exc:
+                raise TraitError(exc.message) from None
+        return SecretHost(value)  # %config prints it: a password in it shows masked
+
+    @validate("headers")
+    def _valid_headers(self, proposal: Any) -> SecretHeaders:
+        # Printed by %config and saved with a notebook's outputs: credentials show masked.
+        return SecretHeaders(_checked(check_headers, proposal["value"]))
+
+    @validate("fps")
+    def _valid_fps(self, proposal: Any) -> float:
+        # Jupyter drops output above 1000 messages/s; a few updates per second read best.
+        value = float(proposal["value"])
+        if not 0 < value <= 60:
+            raise TraitError(f"fps must be above 0 and at most 60, not {value:g}")
+        return value
+
+    @validate("timeout")
+    def _valid_timeout(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if value <= 0:
+            raise TraitError(f"timeout must be a positive number of seconds, not {value:g}")
+        return value
+
+
+class Workspace(Settings):
+    """Settings, clients, conversations and the request builder that front ends share."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._clients: dict[tuple[str, str, str], Client] = {}
+        self._lock = threading.Lock()  # widgets ask for clients from their threads
+        self.default_models: dict[str, str] = {}
+        """The model chosen for each host when none is configured (kept for the kernel)."""
+        super().__init__(**kwargs)
+        self.conversations = Conversations()
+        """Conversations by name; ``%%ollama --chat`` and a chat widget use ``"default"``."""
+
+    @observe("host", "timeout", "headers")
+    def _forget_clients(self, change: Any) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    @observe("host", "model")
+    def _forget_default_model(self, change: Any) -> None:
+        self.default_models.clear()  # a new server or setting: choose the default afresh
+
+    def close(self) -> None:
+        """Close the clients' connections (the workspace stays usable)."""
+        self._forget_clients(None)
+
+    # -- servers and models -------------------------------------------------------------------
+
+    def client(self, host: str | None = None) -> Client:
+        """The client for ``host`` (default: the configured one), reused across requests."""
+        given = host or self.host or None
+        # The credentials in the host are part of the key: another user:password@ for the
+        # same server must not reuse the first one's client.
+        key = (parse_host(given), self.host_source(host), split_credentials(given)[1] or "")
+        with self._lock:
+            if key not in self._clients:
+                # The host as given, so that user:password@ in it still reaches the client.
+                self._clients[key] = Client(
+                    given, headers=self.headers, timeout=self.timeout, host_source=key[1]
+                )
+            return self._clients[key]
+
+    def host_source(self, host: str | None = None) -> str:
+        """Where the host comes from, so that errors say what to check."""
+        if host:
+            return "--host"
+        if self.host and self.host != os.environ.get("OLLAMA_HOST", ""):
+            return "the host setting (%ollama config host=…)"
+        if self.host:
+            return "OLLAMA_HOST"
+        return f"the host (OLLAMA_HOST is not set, so {DEFAULT_HOST} is used)"
+
+    def resolve_model(self, explicit: str | None, client: Client) -> tuple[str, list[str]]:
+        """The model to use and a note on how it was chosen (for the footer).
+
+        With no model named or configured, the newest local model is chosen once per server
+        and kept: pulling another model later must not silently switch the cells' model.
+        """
+        if explicit:
+            return explicit, []
+        if self.model:
+            return self.model, []
+        if client.host in self.default_models:
+            return self.default_models[client.host], []
+        name = newest_model(client)
+        self.default_models[client.host] = name
+        return name, [
+            f"{name} was chosen as the newest local model and stays the default in this "
+            "kernel (%ollama config model=NAME picks another)"
+        ]
+
+    def default_model(self, client: Client | None = None) -> str:
+        """The model a request without one uses on ``client``'s server (chosen once)."""
+        return self.resolve_model(None, client or self.client())[0]
+
+    def has_model(self, client: Client) -> bool:
+        """Whether a request without a model needs no server call to choose one."""
+        return bool(self.model or client.host in self.default_models)
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def request(
+        self,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        host: str | None = None,
+        client: Client | None = None,
+        conversation: Conversation | None = None,
+        system: str | None = None,
+        tools: Toolbox | None = None,
+        images: Sequence[str] = (),
+        output: OutputFormat | None = None,
+        stream: bool = True,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+        think: bool | str | None = None,
+        choose_model: bool = True,
+        **fields: Any,
+    ) -> Request:
+        """The request for one question, as every front end builds it.
+
+        Args:
+            prompt: The question, or chat messages to send after the conversation's.
+            model: Default: the ``model`` setting, else the newest local model (chosen once
+                per server and kept).
+            host: Default: the ``host`` setting, else $OLLAMA_HOST.
+            client: A client of the caller's to send with (instead of ``host``).
+            conversation: Continue it over ``/api/chat`` (its messages go first).
+            system: The system prompt; in a chat it replaces the conversation's ("" removes
+                it) when the turn succeeds.
+            tools: Functions the model may call (the request goes to ``/api/chat``).
+            images: Base64 images for the question.
+            output: A structured-output format (its schema is sent as ``format``).
+            stream: Stream the answer.
+            options: Ollama options over the ``options`` setting.
+            keep_alive: Default: the ``keep_alive`` setting.
+            think: ``think`` as sent (None: the model's default).
+            choose_model: False: do not ask the server for the newest model (a dry run).
+            fields: Further API fields (``logprobs``, ``suffix``, ``raw``, …); None is not sent.
+
+        Raises:
+            OllamaError: An option is invalid, or no model is set and none can be chosen.
+        """
+        client = client or self.client(host)
+        if model or choose_model or self.has_model(client):
+            model, notes = self.resolve_model(model, client)
+        else:
+            model, notes = "<newest local model>", ["The model is chosen when the request is sent."]
+        try:
+            merged = check_options({**self.options, **(options or {})})
+        except ValueError as exc:
+            raise OllamaError(f"Options: {exc}") from None
+        sent_keep_alive = keep_alive if keep_alive is not None else self.keep_alive
+        common: dict[str, Any] = {
+            "tools": tools,
+            "output": output,
+            "stream": stream,
+            "host": client.host,
+            "options": merged or None,
+            "keep_alive": keep_alive_value(str(sent_keep_alive)) if sent_keep_alive else None,
+            "think": think,
+            **fields,
+        }
+        if isinstance(prompt, str):
+            request = build_request(
+                model,
+                prompt,
+                conversation=conversation,
+                system=system,
+                images=list(images) or None,
+                **common,
+            )
+        else:
+            request = build_request(
+                model, None, messages=prompt, conversation=conversation, system=system, **common
+            )
+        request.notes = notes
+        request.client = client
+        return request
+
+    def ask(
+        self,
+        request: Request,
+        view: AnswerView | None = None,
+        *,
+        conversation: Conversation | None = None,
+        stop: Cancellation | None = None,
+        output: OutputFormat | None = None,
+        retries: int = 0,
+        tools: Toolbox | None = None,
+        max_tool_rounds: int = 5,
+        claimed: bool = False,
+    ) -> Outcome:
+        """Send ``request`` and return its :class:`Outcome`, whatever happened.
+
+        The conversation's turn is claimed for the answer (``claimed``: the caller holds it);
+        :class:`~ollama_magic.conversation.ConversationBusy` is raised if another has it.
+        A model the server does not have is no longer the chosen default.
+        """
+        client = request.client or self.client(request.host or None)
+        turn = (
+            conversation.turn()
+            if conversation is not None and not claimed
+            else contextlib.nullcontext()
+        )
+        with turn:
+            outcome = ask(
+                client,
+                request,
+                view or AnswerView(),
+                conversation,
+                stop,
+                output=output,
+                retries=retries,
+                tools=tools,
+                max_tool_rounds=max_tool_rounds,
+            )
+        gone = isinstance(outcome.error, ModelNotFound)
+        if gone and self.default_models.get(client.host) == request.model:
+            del self.default_models[client.host]  # gone from the server: choose again
+        return outcome
+
+
+_default: Workspace | None = None
+_default_lock = threading.Lock()
+
+
+def default_workspace() -> Workspace:
+    """The kernel's workspace (the magics' once the extension is loaded), else a process-wide
+    one configured from the environment."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Workspace()
+        return _default
+
+
+def use_workspace(workspace: Workspace | None) -> None:
+    """Make ``workspace`` the default (the magics do when the extension loads; None: unset)."""
+    global _default
+    with _default_lock:
+        _default = workspace
