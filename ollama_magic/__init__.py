@@ -92,5 +92,11 @@ def unload_ipython_extension(ipython: Any) -> None:
     manager = ipython.magics_manager
     for kind in ("line", "cell"):
         manager.magics[kind].pop("ollama", None)
-    manager.registry.pop(OllamaMagics.__name__, None)
+    magics = manager.registry.pop(OllamaMagics.__name__, None)
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, OllamaMagics)]
+    if isinstance(magics, OllamaMagics):
+        from ollama_magic.workspace import default_workspace, use_workspace
+
+        if default_workspace() is magics.workspace:
+            use_workspace(None)  # ask() and new widgets no longer follow its settings
+        magics.workspace.close()

@@ -354,7 +354,7 @@ def chat(line: Line, rest: list[str]) -> Any:
     In terminal IPython, which shows only text, no widget is made (it would print as a repr
     full of CSS): one line says where the widget works and what to use instead.
     """
-    args = parse_words(_chat_arguments.parser, rest)  # type: ignore[attr-defined]
+    args = parse_words(_chat_arguments.parser, rest)
     if not line.rich:
         print(NEEDS_NOTEBOOK)
         return None
@@ -433,10 +433,11 @@ def _no_arguments(command: str, rest: list[str]) -> None:
 def _size(size: int) -> str:
     if not size:
         return ""
+    value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
     return ""
 
 

@@ -89,13 +89,20 @@ class OllamaMagics(Magics, Settings):
             link((self, name), (self.workspace, name))
         use_workspace(self.workspace)
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's variables (registered magics always have a shell)."""
+        assert self.shell is not None
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
+
     def _rich_output(self) -> bool:
         """Whether displays reach a frontend that renders HTML.
 
         Terminal IPython's publisher is the base ``DisplayPublisher``, which prints only
         text/plain; kernels (and ``capture_output``) replace it with a subclass.
         """
-        return type(self.shell.display_pub) is not DisplayPublisher
+        return self.shell is None or type(self.shell.display_pub) is not DisplayPublisher
 
     # -- %%ollama ---------------------------------------------------------------------------
 
@@ -166,7 +173,8 @@ class OllamaMagics(Magics, Settings):
     @argument("--dry-run", action="store_true", help="Show the request; send nothing.")
     @argument("--no-interpolate", action="store_true", help="Send {braces} exactly as typed.")
     @argument("-h", "--help", action="store_true", help="Show this help.")
-    @cell_magic("ollama")
+    # IPython types cell_magic's argument as Never (a bug in its annotations): any method fails.
+    @cell_magic("ollama")  # type: ignore[arg-type]
     def ollama_cell(self, line: str, cell: str) -> None:
         """Send the cell to a model served by Ollama and show the answer as it streams.
 
@@ -202,7 +210,7 @@ class OllamaMagics(Magics, Settings):
         filled = (
             Interpolation(cell.strip())
             if args.no_interpolate
-            else interpolate_report(cell.strip(), self.shell.user_ns)
+            else interpolate_report(cell.strip(), self._user_ns)
         )
         cell_request = self._build(args, cell.strip(), filled)
         if args.dry_run:
@@ -213,7 +221,7 @@ class OllamaMagics(Magics, Settings):
 
     def _build(self, args: Any, template: str, filled: Interpolation) -> _CellRequest:
         """The cell's request, built by the workspace from the flags."""
-        namespace = self.shell.user_ns
+        namespace = self._user_ns
         output = output_format(args.format, namespace) if args.format else None
         tools = self._tools(args.tools)
         images = [image_base64(source, namespace) for source in args.image]
@@ -272,7 +280,7 @@ class OllamaMagics(Magics, Settings):
             raise quiet_interrupt(outcome.interruption or KeyboardInterrupt(), kept) from None
         error = outcome.error
         if isinstance(error, ModelOutputError):
-            self.shell.user_ns["_ollama_raw"] = error.raw
+            self._user_ns["_ollama_raw"] = error.raw
             error.hint = "The raw answer is in _ollama_raw; --retries N asks again, saying why."
             raise error
         if error is not None:
@@ -282,7 +290,7 @@ class OllamaMagics(Magics, Settings):
 
     def _bind(self, args: Any, cell: _CellRequest, outcome: Outcome) -> None:
         """Bind ``-o`` (and ``_ollama_logprobs`` when asked for) in the notebook."""
-        namespace = self.shell.user_ns
+        namespace = self._user_ns
         if cell.request.body.get("logprobs"):
             # Bound even when the server sent none, so an earlier cell's list cannot linger.
             namespace["_ollama_logprobs"] = list(outcome.result.logprobs if outcome.result else ())
@@ -292,7 +300,7 @@ class OllamaMagics(Magics, Settings):
     def _keep_partial(self, args: Any, outcome: Outcome) -> str:
         """Bind the partial answer to ``-o``; a line saying what was kept."""
         if args.out and (outcome.started or outcome.text):
-            self.shell.user_ns[args.out] = outcome.text
+            self._user_ns[args.out] = outcome.text
         if not outcome.text:
             return f"stopped before the {'answer began' if outcome.started else 'model answered'}."
         where = f", also in {args.out}" if args.out else ""
@@ -326,7 +334,7 @@ class OllamaMagics(Magics, Settings):
             return None
         functions: dict[str, Any] = {}
         for name in (n.strip() for n in names.split(",") if n.strip()):
-            function = self.shell.user_ns.get(name)
+            function = self._user_ns.get(name)
             if not callable(function):
                 raise UsageError(f"--tools: there is no function named {name!r} in the notebook.")
             # A function's own name, unless it has none that a model can call (a partial, a
@@ -372,7 +380,7 @@ class OllamaMagics(Magics, Settings):
     # -- %ollama ------------------------------------------------------------------------------
 
     @no_var_expand
-    @line_magic("ollama")
+    @line_magic("ollama")  # type: ignore[arg-type]  # as cell_magic above
     def ollama_line(self, line: str) -> Any:
         """Administer the Ollama server and the conversations.
 

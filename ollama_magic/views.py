@@ -195,7 +195,7 @@ def value_html(value: Any) -> str:
             import pandas as pd
         except ImportError:
             return _records_table(data)
-        return pd.DataFrame(data).to_html(index=False, border=0, escape=True)
+        return str(pd.DataFrame(data).to_html(index=False, border=0, escape=True))
     return _tree(data)
 
 
