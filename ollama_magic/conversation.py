@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ollama_magic.errors import OllamaError
@@ -41,7 +41,7 @@ class Conversation:
         self._messages: list[dict[str, Any]] = []
         self._lock = threading.RLock()
         self._turn = threading.Lock()  # a plain Lock: the turn may end on another thread
-        self.changed: list[Any] = []
+        self.changed: list[Callable[[Conversation], object]] = []
         """Callbacks ``f(conversation)`` run after every change (the widget redraws on them)."""
         if system:
             self.system = system
@@ -112,12 +112,6 @@ class Conversation:
             message = self._messages.pop()
         self._notify()
         return message
-
-    def truncate(self, length: int) -> None:
-        """Keep only the first ``length`` messages (undo a turn that failed)."""
-        with self._lock:
-            del self._messages[length:]
-        self._notify()
 
     def reset(self, *, keep_system: bool = True) -> None:
         """Forget the messages (the system prompt stays unless ``keep_system`` is False)."""

@@ -182,5 +182,6 @@ def quiet_interrupt(interrupt: BaseException, message: str) -> BaseException:
         red, reset = ("\x1b[31m", "\x1b[0m") if _colour() else ("", "")
         return [f"{red}Interrupted{reset}: {message}"]
 
-    interrupt._render_traceback_ = render  # type: ignore[attr-defined]
+    # The hook is not an attribute BaseException declares: it goes into the instance's dict.
+    vars(interrupt)["_render_traceback_"] = render
     return interrupt

@@ -129,6 +129,7 @@ def _format(match: re.Match[str], namespace: Mapping[str, Any]) -> str | None:
     try:
         value, _ = _FORMATTER.get_field(field, (), namespace)
         value = _FORMATTER.convert_field(value, match.group("conversion"))
-        return _FORMATTER.format_field(value, match.group("spec") or "")
+        formatted: str = _FORMATTER.format_field(value, match.group("spec") or "")
+        return formatted
     except Exception:  # a spec that does not fit, an index out of range: not a field after all
         return None

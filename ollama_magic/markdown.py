@@ -14,6 +14,7 @@ cached, and only the unfinished tail is parsed again as text arrives.
 from __future__ import annotations
 
 import bisect
+import html
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -24,13 +25,19 @@ from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
-__all__ = ["IncrementalMarkdown", "make_markdown", "render_markdown"]
+__all__ = ["IncrementalMarkdown", "escape", "make_markdown", "render_markdown"]
+
+
+class _SafeMarkdownIt(MarkdownIt):
+    """markdown-it with the stricter link check below (it asks ``self.validateLink``)."""
+
+    def validateLink(self, url: str) -> bool:
+        return _validate_link(url)
 
 
 def make_markdown() -> MarkdownIt:
     """A markdown-it parser that is safe for untrusted text (see the module docstring)."""
-    md = MarkdownIt("js-default")
-    md.validateLink = _validate_link  # type: ignore[method-assign]
+    md = _SafeMarkdownIt("js-default")
     md.add_render_rule("image", _render_image)
     md.add_render_rule("link_open", _render_link_open)
     return md
@@ -58,8 +65,8 @@ def _render_image(
     if _INLINE_IMAGE.fullmatch(src):
         return self.image(tokens, idx, options, env)
     alt = self.renderInlineAsText(token.children or [], options, env) or "image"
-    href = _escape_attr(src)
-    return f'<a href="{href}" target="_blank" rel="noopener noreferrer">[image: {_escape(alt)}]</a>'
+    href = escape(src)
+    return f'<a href="{href}" target="_blank" rel="noopener noreferrer">[image: {escape(alt)}]</a>'
 
 
 def _render_link_open(
@@ -71,12 +78,9 @@ def _render_link_open(
     return self.renderToken(tokens, idx, options, env)
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _escape_attr(text: str) -> str:
-    return _escape(text).replace('"', "&quot;")
+def escape(text: str) -> str:
+    """HTML-escape text, quotes included, so it is safe in an element and in an attribute."""
+    return html.escape(text, quote=True)
 
 
 _DEFAULT = make_markdown()
@@ -84,7 +88,8 @@ _DEFAULT = make_markdown()
 
 def render_markdown(text: str, md: MarkdownIt | None = None) -> str:
     """Render a whole text to safe HTML at once."""
-    return (md or _DEFAULT).render(text)
+    rendered: str = (md or _DEFAULT).render(text)  # markdown-it types render() as Any
+    return rendered
 
 
 # A line that starts a list item: committing just before it could split a list in two (and
@@ -119,8 +124,6 @@ class IncrementalMarkdown:
         self._committed_length = 0
         self._pending_cr = False
         self._references: dict[str, Any] = {}
-        self.committed: list[str] = []
-        """HTML of the committed blocks, in order (one entry per :meth:`update` that committed)."""
 
     @property
     def text(self) -> str:
@@ -179,7 +182,6 @@ class IncrementalMarkdown:
         if split is not None:
             index, line = split
             new.append(self.md.renderer.render(tokens[:index], self.md.options, env))
-            self.committed.extend(new)
             for label, ref in env.get("references", {}).items():
                 # Keep only definitions that lie in the committed text (the rest is re-parsed).
                 if label not in self._references and (ref.get("map") or [0])[0] < line:
@@ -212,7 +214,8 @@ class IncrementalMarkdown:
         if self._pending_cr:
             self._pending_cr = False
             self.feed("\n")
-        return self.md.render(self.text)
+        rendered: str = self.md.render(self.text)  # markdown-it types render() as Any
+        return rendered
 
 
 def _offset_of_line(text: str, line: int) -> int:

@@ -15,13 +15,12 @@ at once, into the first output and empties the others, so a saved notebook shows
 
 from __future__ import annotations
 
-import html
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ollama_magic.markdown import IncrementalMarkdown
+from ollama_magic.markdown import IncrementalMarkdown, escape
 
 __all__ = ["DisplayHandle", "DisplaySink", "IPythonSink", "LiveMarkdown", "escape"]
 
@@ -57,11 +56,6 @@ class IPythonSink:
         from IPython.display import display
 
         return _IPythonHandle(display(bundle, raw=True, metadata=metadata, display_id=True))
-
-
-def escape(text: str) -> str:
-    """HTML-escape text (quotes included)."""
-    return html.escape(text, quote=True)
 
 
 @dataclass

@@ -79,6 +79,7 @@ def json_schema(tp: Any, _seen: frozenset[Any] = frozenset()) -> dict[str, Any]:
     if tp in _SIMPLE:
         return dict(_SIMPLE[tp])
     origin, args = get_origin(tp), get_args(tp)
+    schema: dict[str, Any]
     if origin is typing.Annotated:
         schema = json_schema(args[0], _seen)
         notes = [a for a in args[1:] if isinstance(a, str)]
@@ -92,7 +93,7 @@ def json_schema(tp: Any, _seen: frozenset[Any] = frozenset()) -> dict[str, Any]:
         return {"anyOf": [json_schema(a, _seen) for a in args]}
     if origin is Literal:
         values = list(args)
-        schema: dict[str, Any] = {"enum": values}
+        schema = {"enum": values}
         kinds = {type(v) for v in values}
         if len(kinds) == 1 and (kind := kinds.pop()) in _SIMPLE:
             schema = {**_SIMPLE[kind], "enum": values}
@@ -183,7 +184,7 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
             return [resolve(v, stack) for v in node]
         return node
 
-    resolved = resolve(schema, ())
+    resolved: dict[str, Any] = resolve(schema, ())
     if "$ref" in str(resolved):
         return schema  # recursive: keep the definitions
     return resolved
