@@ -1,24 +1,92 @@
 """Images for vision models: from files, bytes, PIL images or numpy arrays, to base64.
 
 PIL and numpy are used when the user has them (an array is encoded to PNG with PIL when it is
-installed, else with the small encoder here); neither is required.
+installed, else with the small encoder here); neither is required. The client encodes the
+images of a request with :func:`encode_image`, so this module imports nothing above
+:mod:`ollama_magic.errors`.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import re
 import struct
 import zlib
 from collections.abc import Mapping
+from html import escape  # quotes too: the text goes into attributes
+from pathlib import Path
 from typing import Any
 
-from ollama_magic.client import encode_image
 from ollama_magic.errors import OllamaError
-from ollama_magic.render import escape
 
-__all__ = ["image_base64", "png_bytes", "thumbnails_html"]
+__all__ = ["ImageInput", "encode_image", "image_base64", "png_bytes", "thumbnails_html"]
+
+#: Anything accepted as an image: raw bytes, a file path, or base64 text.
+ImageInput = bytes | bytearray | memoryview | str | os.PathLike[str]
+
+
+def encode_image(image: ImageInput) -> str:
+    """Turn an image into the base64 text Ollama wants (standard alphabet, no ``data:`` prefix).
+
+    Accepts bytes, a path to a file (``str`` or ``Path``), base64 text, or a ``data:`` URI
+    (whose prefix the server would reject with ``illegal base64 data at input byte 4``).
+
+    >>> encode_image(b"GIF89a")
+    'R0lGODlh'
+    >>> encode_image("data:image/png;base64,R0lGODlh")
+    'R0lGODlh'
+    """
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(image)).decode("ascii")
+    if isinstance(image, os.PathLike):
+        return _read_image_file(Path(image))
+    if not isinstance(image, str):
+        raise OllamaError(
+            f"Cannot send a {type(image).__name__} as an image.",
+            hint="Pass bytes, a file path, or base64 text.",
+        )
+    text = image.strip()
+    uri = text.startswith("data:") and ";base64," in text[:100]
+    if uri:
+        text = text.split(";base64,", 1)[1]
+    elif len(text) < 4096 and _is_file(text):
+        return _read_image_file(Path(text).expanduser())
+    try:
+        # Decoded strictly and encoded again: what goes on (into a request, or into a
+        # thumbnail's src) is base64 alone, never the quotes or markup a string can carry.
+        return base64.b64encode(base64.b64decode(text, validate=True)).decode("ascii")
+    except (binascii.Error, ValueError):
+        if uri:
+            raise OllamaError(
+                "The image's data: URI does not hold valid base64.",
+                hint="Pass the image's bytes or its file instead.",
+            ) from None
+        if re.search(r"[/\\]|\.[A-Za-z]{2,5}$", text[-300:]):
+            raise OllamaError(
+                f"Image file not found: {text}", hint="Check the path (relative to the notebook)."
+            ) from None
+        raise OllamaError(
+            "Image is neither a file nor base64 text.",
+            hint="Pass bytes, an existing file path, or base64 text.",
+        ) from None
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).expanduser().is_file()
+    except (OSError, ValueError):  # a name too long, or a NUL byte
+        return False
+
+
+def _read_image_file(path: Path) -> str:
+    try:
+        return base64.b64encode(path.read_bytes()).decode("ascii")
+    except FileNotFoundError as exc:
+        raise OllamaError(
+            f"Image file not found: {path}", hint="Check the path (relative to the notebook)."
+        ) from exc
 
 
 def image_base64(source: Any, namespace: Mapping[str, Any] | None = None) -> str:
@@ -51,10 +119,6 @@ def png_bytes(array: Any) -> bytes:
 
     Floats are taken as 0..1 and other numbers are clipped to 0..255.
     """
-    try:
-        from PIL import Image
-    except ImportError:
-        Image = None
     import numpy as np
 
     data = np.asarray(array)
@@ -68,12 +132,19 @@ def png_bytes(array: Any) -> bytes:
             f"Cannot send an array of shape {data.shape} as an image.",
             hint="Use height x width (gray), or height x width x 3 (RGB) or x 4 (RGBA).",
         )
-    if Image is not None:
-        import io
+    try:
+        from PIL import Image
+    except ImportError:  # optional: the small encoder below does without it
+        return _png_without_pil(data)
+    import io
 
-        buffer = io.BytesIO()
-        Image.fromarray(data).save(buffer, format="PNG")
-        return buffer.getvalue()
+    buffer = io.BytesIO()
+    Image.fromarray(data).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _png_without_pil(data: Any) -> bytes:
+    """PNG bytes of a uint8 array of shape HxW, HxWx3 or HxWx4, with zlib alone."""
     height, width = data.shape[:2]
     colour = 0 if data.ndim == 2 else 2 if data.shape[2] == 3 else 6  # gray, RGB, RGBA
     rows = b"".join(b"\x00" + data[y].tobytes() for y in range(height))
