@@ -17,12 +17,11 @@ from typing import Any
 
 from ollama_magic.client import Client
 from ollama_magic.conversation import Conversation
-from ollama_magic.core import think_value
 from ollama_magic.errors import OllamaError
 from ollama_magic.images import image_base64
 from ollama_magic.structured import output_format
 from ollama_magic.tools import Toolbox
-from ollama_magic.workspace import Workspace, default_workspace
+from ollama_magic.workspace import Workspace, default_workspace, think_value
 
 __all__ = ["ask"]
 

@@ -30,9 +30,6 @@ __all__ = [
     "ask",
     "build_request",
     "footer_parts",
-    "keep_alive_value",
-    "newest_model",
-    "think_value",
 ]
 
 
@@ -154,60 +151,6 @@ class Outcome:
             raise self.error
         if self.interrupted:
             raise self.interruption or KeyboardInterrupt()
-
-
-def keep_alive_value(text: str | None) -> float | str | None:
-    """A keep-alive setting as sent: numbers as seconds (Ollama rejects the string "-1"),
-    anything else as a duration ("5m")."""
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-THINK_LEVELS = ("low", "medium", "high", "max")
-
-
-def think_value(value: bool | str | None) -> bool | str | None:
-    """``think`` as sent: True, False, None (the model's default) or a level.
-
-    Raises:
-        ValueError: Anything else (a level is checked here, not by the server mid-turn).
-    """
-    if value is None or isinstance(value, bool):
-        return value
-    word = str(value).strip().lower()
-    if word in ("true", "false"):
-        return word == "true"
-    if word not in THINK_LEVELS:
-        levels = ", ".join(THINK_LEVELS)
-        raise ValueError(f"think takes True, False or one of {levels}, not {value!r}")
-    return word
-
-
-_EMBEDDING_FAMILIES = {"bert", "nomic-bert", "jina-bert", "xlm-roberta"}
-
-
-def newest_model(client: Client) -> str:
-    """The most recently modified local model that can answer (not an embedding model).
-
-    Servers list capabilities with each model since about v0.20; older ones only the family,
-    so embedding families are recognised by name.
-    """
-    models = client.list()
-    for model in models:
-        if model.capabilities:
-            if "completion" in model.capabilities:
-                return model.name
-        elif model.family not in _EMBEDDING_FAMILIES and "embed" not in model.name:
-            return model.name
-    what = "no models yet" if not models else "only embedding models"
-    raise OllamaError(
-        f"The Ollama server at {client.host} has {what}.",
-        hint="Download one with `%ollama pull llama3.2` (or `ollama pull llama3.2`).",
-    )
 
 
 def build_request(

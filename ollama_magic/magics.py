@@ -17,7 +17,7 @@ from traitlets import link
 from ollama_magic import admin
 from ollama_magic.admin import key_values, parse_words
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation
-from ollama_magic.core import AnswerView, Outcome, Request, think_value
+from ollama_magic.core import AnswerView, Outcome, Request
 from ollama_magic.errors import ModelOutputError, OllamaError, quiet_interrupt
 from ollama_magic.images import image_base64, thumbnails_html
 from ollama_magic.interpolate import Interpolation, interpolate_report
@@ -27,7 +27,7 @@ from ollama_magic.render import escape
 from ollama_magic.structured import OutputFormat, output_format, plain_data
 from ollama_magic.tools import Toolbox, is_tool_name
 from ollama_magic.views import NotebookView, QuietView, TextView, note_html
-from ollama_magic.workspace import SETTINGS, Settings, Workspace, use_workspace
+from ollama_magic.workspace import SETTINGS, Settings, Workspace, think_value, use_workspace
 
 __all__ = ["OllamaMagics"]
 

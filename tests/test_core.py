@@ -8,8 +8,8 @@ import pytest
 from _util import wait_until
 
 from ollama_magic import Client
-from ollama_magic.conversation import Conversation, ConversationBusy
 from ollama_magic.client import Cancellation
+from ollama_magic.conversation import Conversation, ConversationBusy
 from ollama_magic.core import Request, ask
 from ollama_magic.testing import Fault, Reply
 

@@ -125,7 +125,7 @@ def test_request_builds_chat_or_generate_as_asked(fake_ollama):
     given = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     replay = ws.request(given)
     assert replay.endpoint == "chat" and replay.body["messages"] == given
-    with pytest.raises(OllamaError, match="Options: .*num_ctx"):
+    with pytest.raises(OllamaError, match=r"Options: .*num_ctx"):
         ws.request("Hi", options={"num_ctx": "large"})
 
 
