@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 import subprocess
 import sys
 import textwrap
@@ -189,6 +190,45 @@ def test_no_import_cycles():
     assert not cycles, "modules that import each other (module:line imports the next):\n" + (
         "".join(report)
     )
+
+
+def readme_layers() -> dict[str, int]:
+    """The layer of each module named in the README's diagram (Development): a line's ``←``
+    starts a higher layer; names joined by ``,`` or ``·`` share one."""
+    text = (ROOT / "README.md").read_text("utf-8")
+    block = text.split("The package is layered", 1)[1].split("```", 2)[1]
+    layers: dict[str, int] = {}
+    rank = 0
+    for line in block.splitlines():
+        diagram = line.split("  ", 1)[0] if not line.startswith(" ") else line.strip()
+        diagram = re.split(r"\s{2,}", diagram)[0]  # the description after two spaces
+        for step, part in enumerate(diagram.split("←")):
+            if step:
+                rank += 1
+            for name in re.findall(r"([\w*]+)\.py", part):
+                layers[name] = rank
+    return layers
+
+
+def test_the_readme_layering_matches_the_imports():
+    layers = readme_layers()
+    assert {"client", "core", "workspace", "magics", "api"} <= set(layers), layers
+    graph = import_graph(ROOT, PACKAGE)
+
+    def layer(module: str) -> int | None:
+        short = module.removeprefix(f"{PACKAGE}.")
+        for name, rank in layers.items():
+            if short == name or ("*" in name and re.fullmatch(name.replace("*", ".*"), short)):
+                return rank
+        return None  # a helper module the diagram does not name (options, markdown, ...)
+
+    upward = [
+        f"{module}:{line} imports {target}, a higher layer"
+        for module, edges in graph.items()
+        for target, line in edges.items()
+        if layer(module) is not None and layer(target) is not None and layer(target) > layer(module)  # type: ignore[operator]
+    ]
+    assert not upward, "\n".join(upward)
 
 
 def test_the_http_layer_imports_no_frontend():
