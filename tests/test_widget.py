@@ -22,8 +22,13 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from ollama_magic.conversation import Conversation, ConversationBusy
+from ollama_magic.core import Outcome, Request
+from ollama_magic.errors import OllamaError
 from ollama_magic.testing import Fault, Reply
-from ollama_magic.widget import ChatWidget, _BubbleView, _close_tree
+from ollama_magic.types import Metrics, Result
+from ollama_magic.widget import ChatWidget
+from ollama_magic.widget_html import close_tree, message_html
+from ollama_magic.widget_turn import BubbleView, Question, ending
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -123,13 +128,13 @@ def test_an_answer_streams_into_the_last_message_and_renders_as_markdown(open_wi
     ]
 
 
-def stream_into_bubble(text: str) -> tuple[_BubbleView, int, float]:
+def stream_into_bubble(text: str) -> tuple[BubbleView, int, float]:
     """Stream ``text`` into a live bubble at 50 tokens a second of a fake clock.
 
     Returns the view, the bytes of HTML sent to the frontend, and the seconds it took.
     """
     clock = [0.0]
-    view = _BubbleView(fps=10, clock=lambda: clock[0])
+    view = BubbleView(fps=10, clock=lambda: clock[0])
     sent = [0]
     watched: set[int] = set()
 
@@ -163,7 +168,7 @@ def test_one_long_code_block_streams_in_linear_bytes():
     half, half_sent, _ = stream_into_bubble(code[: len(code) // 2])
     assert sent / half_sent < 2.6, "twice the block costs about twice the bytes"
     for each in (view, half):
-        _close_tree(each.bubble)
+        close_tree(each.bubble)
 
 
 def test_stop_ends_a_slow_answer_at_once_and_keeps_the_partial_text(open_widget, fake_ollama):
@@ -297,6 +302,94 @@ def test_a_server_fault_mid_stream_keeps_the_partial_answer_marked_failed(open_w
     assert "alpha beta" in last.value and "failed" in last.value
     assert "om-failed" in last._dom_classes
     assert chat.messages == []
+
+
+# -- how a turn ends: decided by one function, without widgets ---------------------------------
+
+QUESTION = {"role": "user", "content": "What is 2 + 2?"}
+OLD_TURN = (QUESTION, {"role": "assistant", "content": "Four."})
+
+
+def outcome(
+    text: str = "",
+    thinking: str = "",
+    *,
+    complete: bool = False,
+    stopped: bool = False,
+    error: OllamaError | None = None,
+) -> Outcome:
+    """What ``ask`` returns for the question: a complete answer has a result with metrics."""
+    request = Request("chat", {"model": "llama3.2", "messages": [QUESTION]})
+    metrics = Metrics(eval_count=12, eval_duration=10**9)
+    result = Result("llama3.2", text, done_reason="stop", metrics=metrics) if complete else None
+    return Outcome(request, text, thinking, result, error=error, stopped=stopped)
+
+
+def test_a_complete_answer_is_kept_and_the_status_gives_its_speed():
+    end = ending(outcome("Four.", complete=True), None, Question(QUESTION, from_input=True))
+    assert end.kept and not end.dimmed and end.restore == ()
+    assert (end.status, end.kind) == ("llama3.2 · 12 tokens · 12.0 tokens/s", "ok")
+    assert end.note == "" and end.partial is None and end.text_back is None
+
+
+def test_an_answer_stopped_after_some_text_is_kept_marked_stopped():
+    end = ending(outcome("Fo", stopped=True), None, Question(QUESTION, from_input=True))
+    assert end.kept and not end.dimmed and end.text_back is None
+    assert end.note == "■ stopped", "under the answer"
+    assert (end.status, end.kind) == ("llama3.2 · stopped", "info")
+
+
+def test_a_stop_before_the_first_word_puts_the_typed_text_back_in_the_box():
+    end = ending(outcome(stopped=True), None, Question(QUESTION, from_input=True))
+    assert not end.kept and not end.dimmed and end.partial is None and end.restore == ()
+    assert end.text_back == "What is 2 + 2?", "as if it had never been sent"
+    assert (end.status, end.kind) == ("Stopped before the answer began.", "info")
+    from_code = ending(outcome(stopped=True), None, Question(QUESTION, from_input=False))
+    assert from_code.text_back is None, "text sent from code does not land in the box"
+
+
+def test_a_failure_mid_answer_shows_the_question_and_the_partial_answer_dimmed():
+    error = OllamaError("CUDA out of memory", hint="Try a smaller model.")
+    end = ending(outcome("Two plus", error=error), None, Question(QUESTION, from_input=True))
+    assert not end.kept and end.dimmed and end.restore == () and end.text_back is None
+    assert end.partial == {"role": "assistant", "content": "Two plus"}
+    shown = message_html(end.partial or {}, end.partial_note, bad=True)
+    assert "Two plus" in shown and "✖ failed: not kept" in shown and "om-bad" in shown
+    assert end.kind == "error"
+    assert end.status == "✖ CUDA out of memory — Try a smaller model. (Retry sends it again)"
+
+    before_a_word = ending(outcome(error=error), None, Question(QUESTION))
+    assert before_a_word.dimmed and before_a_word.partial is None, "only the question shows"
+
+
+def test_a_stop_while_thinking_keeps_the_reasoning_shown_dimmed():
+    end = ending(outcome(thinking="Let me add.", stopped=True), None, Question(QUESTION, True))
+    assert not end.kept and end.dimmed and end.text_back is None
+    assert end.partial == {"role": "assistant", "content": "", "thinking": "Let me add."}
+    assert end.partial_note == "■ stopped while thinking: not kept"
+    assert end.status == "Stopped while the model was thinking (Retry asks again)."
+
+
+def test_a_crash_in_the_turn_is_shown_like_a_failure():
+    end = ending(outcome(), RuntimeError("the disk is on fire"), Question(QUESTION))
+    assert end.dimmed and not end.kept and end.kind == "error"
+    assert end.status == "✖ RuntimeError: the disk is on fire (Retry sends it again)"
+
+
+def test_a_retry_that_fails_or_stops_early_gives_the_old_answer_back():
+    retry = Question(QUESTION, from_input=False, undo=OLD_TURN)
+    failed = ending(outcome(error=OllamaError("model 'x' not found")), None, retry)
+    assert failed.restore == OLD_TURN, "back in the conversation, so back on screen"
+    assert not failed.kept and not failed.dimmed and failed.partial is None
+    assert (failed.status, failed.kind) == (
+        "✖ model 'x' not found (the previous answer is kept)",
+        "error",
+    )
+    stopped = ending(outcome(stopped=True), None, retry)
+    assert stopped.restore == OLD_TURN and not stopped.dimmed and stopped.text_back is None
+    assert (stopped.status, stopped.kind) == ("Stopped; the previous answer is kept.", "info")
+    answered = ending(outcome("4", complete=True), None, retry)
+    assert answered.kept and answered.restore == (), "the new answer replaces the old"
 
 
 class BrokenConversation(Conversation):

@@ -44,7 +44,10 @@ from ollama_magic.images import thumbnails_html
 from ollama_magic.markdown import render_markdown
 from ollama_magic.testing import Fault, Reply
 from ollama_magic.views import NotebookView
-from ollama_magic.widget import ChatWidget, _BubbleView, _close_tree, message_html
+from ollama_magic.widget import ChatWidget
+from ollama_magic.widget_html import close_tree as _close_tree
+from ollama_magic.widget_html import message_html
+from ollama_magic.widget_turn import BubbleView as _BubbleView
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -84,7 +87,7 @@ def widget_html(widget: w.Widget, path: str = "") -> Iterator[tuple[str, str]]:
     HTML widgets' values; Output widgets' HTML outputs. The only script is the chat widget's
     own key handling, which must be exactly that resource (no text from anywhere else).
     """
-    from ollama_magic.widget import _resource
+    from ollama_magic.widget_html import resource as _resource
 
     where = f"{path}/{type(widget).__name__}"
     if isinstance(widget, (w.HTML, w.HTMLMath)):
