@@ -38,15 +38,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ollama_magic.testing.catalog import ModelSpec
+    from ollama_magic.testing.records import RecordedRequest
     from ollama_magic.testing.replies import Fault, Reply
-    from ollama_magic.testing.server import FakeOllama, RecordedRequest
+    from ollama_magic.testing.server import FakeOllama
 
 __all__ = ["FakeOllama", "Fault", "ModelSpec", "RecordedRequest", "Reply"]
 
 # Imported on first use, so that loading the pytest plugin (a submodule) stays cheap.
 _EXPORTS = {
     "FakeOllama": "ollama_magic.testing.server",
-    "RecordedRequest": "ollama_magic.testing.server",
+    "RecordedRequest": "ollama_magic.testing.records",
     "Fault": "ollama_magic.testing.replies",
     "Reply": "ollama_magic.testing.replies",
     "ModelSpec": "ollama_magic.testing.catalog",

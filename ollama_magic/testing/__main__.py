@@ -1,4 +1,6 @@
-"""Command line: `python -m ollama_magic.testing [--port 11434] [--delay SECONDS]
+"""Command line: serve a stand-in Ollama server on 127.0.0.1 until Ctrl-C.
+
+Usage: `python -m ollama_magic.testing [--port 11434] [--delay SECONDS]
 [--pull-seconds SECONDS] [--compat {ollama,adapter}] [--quiet]`.
 
 Unlike `FakeOllama()`, which answers instantly as tests want, the command line serves at the
@@ -16,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from ollama_magic.testing import compat
+from ollama_magic.testing.compat import ADAPTER, MODES, OLLAMA
 from ollama_magic.testing.server import HOST, FakeOllama, port_is_free
 
 DEFAULT_DELAY = 0.04  # seconds per token: about 25 tokens/s, a small model on a laptop
@@ -48,8 +50,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--compat",
-        choices=compat.MODES,
-        default=compat.OLLAMA,
+        choices=MODES,
+        default=OLLAMA,
         help="behave like the real Ollama server (default), or like an 'Ollama-compatible' "
         "adapter: no HEAD / or /api/version, missing models as 200 with an error line, word "
         "counts and no durations, no logprobs, thinking or done_reason",
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
-    kind = "'Ollama-compatible' adapter" if args.compat == compat.ADAPTER else "Ollama server"
+    kind = "'Ollama-compatible' adapter" if args.compat == ADAPTER else "Ollama server"
     print(
         f"Stand-in {kind} (canned replies, no real model) listening on {server.url}"
         f" ({describe_pace(args.delay, args.pull_seconds)}) - press Ctrl-C to stop",

@@ -15,12 +15,10 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ollama_magic.testing.records import RecordedRequest
 from ollama_magic.testing.schema_instance import schema_instance
-
-if TYPE_CHECKING:
-    from ollama_magic.testing.server import RecordedRequest
 
 DEFAULT_ERROR = "an error was encountered while running the model"
 STATS = ("omit", "zero", "words")
@@ -126,7 +124,7 @@ class Reply:
     final_text_in_done: bool = False
 
 
-ReplyCallable = Callable[["RecordedRequest"], str | Reply | None]
+ReplyCallable = Callable[[RecordedRequest], str | Reply | None]
 
 
 @dataclass
@@ -312,7 +310,7 @@ def _word_vector(model: str, word: str, dims: int) -> tuple[float, ...]:
 
 def _float32(value: float) -> float:
     """Round to float32 and keep the shortest decimal that round-trips, as Go prints it."""
-    exact = struct.unpack("f", struct.pack("f", value))[0]
+    exact: float = struct.unpack("f", struct.pack("f", value))[0]
     for digits in range(6, 10):
         short = float(f"{exact:.{digits}g}")
         if struct.unpack("f", struct.pack("f", short))[0] == exact:

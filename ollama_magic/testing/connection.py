@@ -1,4 +1,9 @@
-"""The HTTP side of the stand-in: connections, framing, routing and the simple endpoints."""
+"""HTTP plumbing: the listening server and one connection's requests, framed as Go frames them.
+
+`RequestHandler` reads a request, records it, routes it to an endpoint function and turns
+exceptions into the responses the real server would send. Endpoints write through its output
+helpers; the routing table and the server state come in from outside (see `server.py`).
+"""
 
 from __future__ import annotations
 
@@ -10,35 +15,20 @@ import socketserver
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from ollama_magic.testing import compat, generation
-from ollama_magic.testing.catalog import PULL_SHARES, parse_model_name, pull_progress
+from ollama_magic.testing.decoding import parse_json_document
+from ollama_magic.testing.gojson import go_json
 from ollama_magic.testing.headers import Headers
-from ollama_magic.testing.replies import Fault, count_tokens, embedding, normalize
-from ollama_magic.testing.server import RecordedRequest
-from ollama_magic.testing.wire import (
-    JSON_PLAIN,
-    JSON_UTF8,
-    NDJSON,
-    ApiError,
-    decode_request,
-    go_json,
-    go_quote,
-    keep_alive_ns,
-    parse_json_document,
-)
-
-if TYPE_CHECKING:
-    from ollama_magic.testing.server import FakeOllama
+from ollama_magic.testing.records import RecordedRequest
+from ollama_magic.testing.replies import Fault
+from ollama_magic.testing.state import ServerState
+from ollama_magic.testing.wire import JSON_PLAIN, JSON_UTF8, NDJSON, ApiError
 
 logger = logging.getLogger("ollama_magic.testing")
-
-VERSION = "0.33.0"
-SPLIT_PAUSE = 0.02  # between the two halves of a split UTF-8 line, so reads see the split
 
 
 class ClientGone(Exception):
@@ -49,14 +39,26 @@ class Aborted(Exception):
     """The server is stopping; abandon the request."""
 
 
+# An endpoint answers one request: (handler, record, perf_counter_ns when it arrived).
+Route = Callable[["RequestHandler", RecordedRequest, int], None]
+Routes = Mapping[str, Mapping[str, Route]]  # path -> HTTP method -> endpoint
+
+
 class FakeHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its FakeOllama and its open connections."""
+    """ThreadingHTTPServer that knows its state, its routes and its open connections.
+
+    Args:
+        address: (host, port) to listen on.
+        state: what the endpoints read and change.
+        routes: the endpoints by path and method.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], fake: FakeOllama) -> None:
-        self.fake = fake
+    def __init__(self, address: tuple[str, int], state: ServerState, routes: Routes) -> None:
+        self.state = state
+        self.routes = routes
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, RequestHandler)
@@ -112,50 +114,6 @@ class FakeHTTPServer(ThreadingHTTPServer):
         logger.debug("error while handling a request from %s", client_address, exc_info=True)
 
 
-class StreamWriter:
-    """Writes an NDJSON body with chunked transfer encoding, one line per chunk."""
-
-    def __init__(self, handler: RequestHandler) -> None:
-        self.handler = handler
-
-    def start(self) -> None:
-        """Send the 200 status line and headers of a stream."""
-        self.handler.start_response(
-            200, [("Content-Type", NDJSON), ("Transfer-Encoding", "chunked")]
-        )
-
-    def line(self, obj: Any, *, split_utf8: bool = False) -> None:
-        """Write one JSON object and a newline as one chunk (or two, split inside a character)."""
-        data = go_json(obj) + b"\n"
-        split = _split_point(data) if split_utf8 else None
-        if split is None:
-            self.handler.write(_chunk(data))
-        else:
-            self.handler.write(_chunk(data[:split]))
-            self.handler.pause(SPLIT_PAUSE)
-            self.handler.write(_chunk(data[split:]))
-        self.handler.record.chunks_sent += 1
-
-    def end(self) -> None:
-        """Write the terminating zero-length chunk."""
-        self.handler.write(b"0\r\n\r\n")
-
-
-def _chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n"
-
-
-def _split_point(data: bytes) -> int | None:
-    """An offset inside the first multi-byte UTF-8 character of *data*, if there is one."""
-    for offset, byte in enumerate(data):
-        if byte >= 0xC0:  # a lead byte: the character continues after it
-            return offset + 1
-    return None
-
-
-Route = Callable[["RequestHandler", RecordedRequest, int], None]
-
-
 class RequestHandler(BaseHTTPRequestHandler):
     """Handles the requests of one connection (HTTP/1.1 keep-alive)."""
 
@@ -184,9 +142,9 @@ class RequestHandler(BaseHTTPRequestHandler):
         logger.debug(format, *args)
 
     @property
-    def fake(self) -> FakeOllama:
-        """The FakeOllama whose state this request reads and changes."""
-        return self.server.fake
+    def state(self) -> ServerState:
+        """The server state this request reads and changes."""
+        return self.server.state
 
     # -- request loop ----------------------------------------------------------------------
 
@@ -230,7 +188,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             return
         headers = Headers(self.headers.items())
         self.record = record = RecordedRequest(self.command, path, headers, _json_or_none(raw), raw)
-        self.fake._record(record)
+        self.state.record(record)
         self.response_started = False
         try:
             if self.reset_pending:
@@ -255,7 +213,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def route(self, record: RecordedRequest, started: int) -> None:
         """Pick the endpoint; apply HTTP-level faults first."""
-        methods = ROUTES_BY_COMPAT[self.fake.compat].get(record.path)
+        methods = self.server.routes.get(record.path)
         if methods is None:
             self.respond_bytes(404, "text/plain", b"404 page not found")
             return
@@ -263,7 +221,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         if endpoint is None:
             self.respond_bytes(405, "text/plain", b"405 method not allowed")
             return
-        fault = self.fake._take_fault(record.path, record.model, http=True)
+        fault = self.state.take_fault(record.path, record.model, http=True)
         if fault is not None:
             self.apply_http_fault(fault)
             return
@@ -272,7 +230,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def read_body(self) -> bytes:
         """The request body (Content-Length or chunked)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts = []
+            parts: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -292,7 +250,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             self.wfile.flush()
         except (OSError, ValueError) as exc:
-            if self.fake._stopping.is_set():
+            if self.state.stopping.is_set():
                 raise Aborted from exc
             raise ClientGone from exc
 
@@ -307,7 +265,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         try:
             self.end_headers()
         except (OSError, ValueError) as exc:
-            if self.fake._stopping.is_set():
+            if self.state.stopping.is_set():
                 raise Aborted from exc
             raise ClientGone from exc
 
@@ -348,7 +306,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def pause(self, seconds: float) -> None:
         """Wait *seconds*, returning early (with Aborted) if the server stops."""
-        if seconds > 0 and self.fake._stopping.wait(seconds):
+        if seconds > 0 and self.state.stopping.wait(seconds):
             raise Aborted
 
     def load(self, seconds: float) -> None:
@@ -361,7 +319,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def check_client(self) -> None:
         """Raise ClientGone if the client has closed its end (EOF pending on the socket)."""
-        if self.fake._stopping.is_set():
+        if self.state.stopping.is_set():
             raise Aborted
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
@@ -390,224 +348,8 @@ class RequestHandler(BaseHTTPRequestHandler):
 
 
 def _json_or_none(raw: bytes) -> Any:
+    """The body as JSON for the request log, or None when it is not JSON."""
     try:
         return parse_json_document(raw)
     except ApiError:
         return None
-
-
-# -------------------------------------------------------------------------------------------
-# Simple endpoints
-# -------------------------------------------------------------------------------------------
-
-
-def root(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`GET|HEAD /`."""
-    handler.respond_bytes(200, "text/plain; charset=utf-8", b"Ollama is running")
-
-
-def version(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`GET|HEAD /api/version`."""
-    handler.respond_json(200, {"version": VERSION})
-
-
-def tags(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`GET|HEAD /api/tags`: installed models, most recently modified first."""
-    handler.respond_json(200, {"models": [spec.tags_entry() for spec in handler.fake.models]})
-
-
-def ps(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`GET /api/ps`: loaded models, latest expiry first."""
-    handler.respond_json(200, {"models": handler.fake._ps_entries()})
-
-
-def show(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`POST /api/show`."""
-    fields = {
-        "model": "string",
-        "name": "string",
-        "system": "string",
-        "template": "string",
-        "verbose": "bool",
-        "options": "object",
-    }
-    request = decode_request(record.raw_body, "ShowRequest", fields)
-    name = request.get("model") or request.get("name") or ""
-    if not name:
-        raise ApiError(400, "model is required")
-    handler.respond_json(200, generation.local_model(handler, name).show())
-
-
-def pull(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`POST /api/pull`: progress lines (at the server's `pull_seconds` pace), then the model
-    is installed."""
-    fields = {
-        "model": "string",
-        "name": "string",
-        "insecure": "bool",
-        "stream": "bool",
-        "username": "string",
-        "password": "string",
-    }
-    request = decode_request(record.raw_body, "PullRequest", fields)
-    name = request.get("model") or request.get("name") or ""
-    parsed = parse_model_name(name)
-    if parsed is None:
-        raise ApiError(400, "invalid model name")
-    stream = request.get("stream", True)
-    remote = handler.fake._remote_lookup(parsed)
-    if remote is None:
-        message = "pull model manifest: file does not exist"
-        if not stream:
-            raise ApiError(500, message, JSON_PLAIN)
-        writer = StreamWriter(handler)
-        writer.start()
-        writer.line({"status": "pulling manifest"})
-        writer.line({"error": message})
-        writer.end()
-        return
-    local = handler.fake._lookup(parsed)
-    present = local is not None and local.digest == remote.digest
-    seconds = handler.fake.pull_seconds
-    plan = pull_progress(remote, present, seconds)
-    last_pause = PULL_SHARES[-1] * seconds  # writing the manifest, before "success"
-    if not stream:
-        handler.load(sum(pause for pause, _ in plan) + last_pause)  # as long, without lines
-        handler.fake._install(remote.renamed(parsed.display))
-        handler.respond_json(200, {"status": "success"}, JSON_PLAIN)
-        return
-    writer = StreamWriter(handler)
-    writer.start()
-    for pause, line in plan:
-        handler.load(pause)
-        handler.check_client()
-        writer.line(line)
-    handler.load(last_pause)
-    # Installed only once complete: a client that leaves part way gets no model.
-    handler.fake._install(remote.renamed(parsed.display))
-    writer.line({"status": "success"})
-    writer.end()
-
-
-def delete(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`DELETE /api/delete`: 200 with an empty body."""
-    request = decode_request(
-        record.raw_body, "DeleteRequest", {"model": "string", "name": "string"}
-    )
-    name = request.get("model") or request.get("name") or ""
-    parsed = parse_model_name(name)
-    if parsed is None:
-        raise ApiError(400, f"name {go_quote(name)} is invalid")
-    if not handler.fake._delete(parsed):
-        raise ApiError(404, f"model '{name}' not found")
-    handler.respond_bytes(200, None, b"")
-
-
-def copy(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`POST /api/copy`: 200 with an empty body."""
-    request = decode_request(
-        record.raw_body, "CopyRequest", {"source": "string", "destination": "string"}
-    )
-    source = request.get("source", "")
-    destination = request.get("destination", "")
-    parsed_source = parse_model_name(source)
-    if parsed_source is None:
-        raise ApiError(400, f"source {go_quote(source)} is invalid")
-    parsed_destination = parse_model_name(destination)
-    if parsed_destination is None:
-        raise ApiError(400, f"destination {go_quote(destination)} is invalid")
-    spec = handler.fake._lookup(parsed_source)
-    if spec is None:
-        raise ApiError(404, f"model {go_quote(source)} not found")
-    handler.fake._install(spec.renamed(parsed_destination.display))
-    handler.respond_bytes(200, None, b"")
-
-
-def _embedding_model(handler: RequestHandler, name: str) -> Any:
-    if not name:
-        raise ApiError(400, "model is required")
-    # The embed endpoints still word it the scheduler's way (double quotes, "try pulling").
-    not_found = f"model {go_quote(name)} not found, try pulling it first"
-    return generation.local_model(handler, name, not_found)
-
-
-def embed(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`POST /api/embed`: L2-normalised vectors, one per input."""
-    fields = {
-        "model": "string",
-        "input": "any",
-        "truncate": "bool",
-        "dimensions": "int",
-        "keep_alive": "duration",
-        "options": "object",
-    }
-    request = decode_request(record.raw_body, "EmbedRequest", fields)
-    value = request.get("input")
-    if isinstance(value, str):
-        inputs = [value] if value else []
-    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-        inputs = list(value)
-    elif value is None:
-        inputs = []
-    else:
-        raise ApiError(400, "invalid input type")
-    name = request.get("model", "")
-    spec = _embedding_model(handler, name)
-    keep_alive = keep_alive_ns(request.get("keep_alive"))
-    options = generation.check_options(request.get("options") or {})
-    handler.fake._touch_loaded(spec, keep_alive, options.get("num_ctx"))
-    loaded = time.perf_counter_ns()
-    if not inputs:
-        handler.respond_json(200, {"model": name, "embeddings": []})
-        return
-    counts = [count_tokens(text) for text in inputs]
-    if request.get("truncate") is False and max(counts) > spec.context_length:
-        raise ApiError(400, "the input length exceeds the context length")
-    vectors = [embedding(spec.name, text, spec.embedding_length) for text in inputs]
-    dimensions = request.get("dimensions", 0)
-    if 0 < dimensions < spec.embedding_length:
-        vectors = [normalize(vector[:dimensions]) for vector in vectors]
-    finished = time.perf_counter_ns()
-    handler.respond_json(
-        200,
-        {
-            "model": name,
-            "embeddings": vectors,
-            "total_duration": max(1, finished - started),
-            "load_duration": max(1, loaded - started),
-            "prompt_eval_count": sum(counts),
-        },
-    )
-
-
-def embeddings(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
-    """`POST /api/embeddings` (legacy): one vector for `prompt`."""
-    fields = {"model": "string", "prompt": "string", "keep_alive": "duration", "options": "object"}
-    request = decode_request(record.raw_body, "EmbeddingRequest", fields)
-    name = request.get("model", "")
-    spec = _embedding_model(handler, name)
-    keep_alive = keep_alive_ns(request.get("keep_alive"))
-    options = generation.check_options(request.get("options") or {})
-    handler.fake._touch_loaded(spec, keep_alive, options.get("num_ctx"))
-    prompt = request.get("prompt", "")
-    vector = embedding(spec.name, prompt, spec.embedding_length) if prompt else []
-    handler.respond_json(200, {"embedding": vector})
-
-
-ROUTES: dict[str, dict[str, Route]] = {
-    "/": {"GET": root, "HEAD": root},
-    "/api/version": {"GET": version, "HEAD": version},
-    "/api/tags": {"GET": tags, "HEAD": tags},
-    "/api/ps": {"GET": ps},
-    "/api/show": {"POST": show},
-    "/api/generate": {"POST": generation.generate},
-    "/api/chat": {"POST": generation.chat},
-    "/api/embed": {"POST": embed},
-    "/api/embeddings": {"POST": embeddings},
-    "/api/pull": {"POST": pull},
-    "/api/delete": {"DELETE": delete},
-    "/api/copy": {"POST": copy},
-}
-
-# An adapter has no HEAD / and no /api/version: the router answers 405 and 404 instead.
-ROUTES_BY_COMPAT = {compat.OLLAMA: ROUTES, compat.ADAPTER: compat.adapter_routes(ROUTES)}
