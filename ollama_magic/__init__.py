@@ -29,6 +29,7 @@ from ollama_magic.types import Chunk, Metrics, ModelInfo, Progress, Result, Runn
 if TYPE_CHECKING:
     from ollama_magic.api import ask
     from ollama_magic.widget import ChatWidget
+    from ollama_magic.workspace import Workspace
 
 __all__ = [
     "BadRequest",
@@ -55,6 +56,7 @@ __all__ = [
     "StreamError",
     "ToolCall",
     "Unauthorized",
+    "Workspace",
     "__version__",
     "ask",
     "encode_image",
@@ -75,6 +77,10 @@ def __getattr__(name: str) -> Any:
         from ollama_magic.api import ask
 
         return ask
+    if name == "Workspace":
+        from ollama_magic.workspace import Workspace
+
+        return Workspace
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
