@@ -13,7 +13,6 @@ cached, and only the unfinished tail is parsed again as text arrives.
 
 from __future__ import annotations
 
-import bisect
 import html
 import re
 from collections.abc import Sequence
@@ -105,7 +104,8 @@ class IncrementalMarkdown:
     A block is committed only when the next block's first line is complete (``2`` may become
     ``2. item``) and that line is neither indented nor a list item (either may still join the
     block before it). Link reference definitions that come after their use are the one thing
-    this cannot get right, so :meth:`final_html` renders the whole text once more.
+    this cannot get right, so when the text has any, :meth:`final_html` renders it whole once
+    more; otherwise it joins the committed blocks and the tail (no second render).
 
     >>> inc = IncrementalMarkdown()
     >>> inc.feed("# Title\\n\\nSome *text*")
@@ -119,11 +119,12 @@ class IncrementalMarkdown:
     def __init__(self, md: MarkdownIt | None = None) -> None:
         self.md = md or _DEFAULT
         self._parts: list[str] = []  # what was fed, in order (joined only when needed)
-        self._starts: list[int] = []  # the offset in the text where each part starts
         self._length = 0
         self._committed_length = 0
         self._pending_cr = False
         self._references: dict[str, Any] = {}
+        self._blocks: list[str] = []  # HTML of the committed blocks, in order
+        self._defines_references = False  # the text so far has a link reference definition
 
     @property
     def text(self) -> str:
@@ -143,8 +144,11 @@ class IncrementalMarkdown:
         """The text from ``offset`` on, joining only the parts it needs (cheap near the end)."""
         if offset >= self._length:
             return ""
-        first = bisect.bisect_right(self._starts, offset) - 1
-        return "".join(self._parts[first:])[offset - self._starts[first] :]
+        parts = self._parts
+        head = len(parts[0])  # the folded text so far (or the first piece)
+        if offset >= head:
+            return "".join(parts[1:])[offset - head :]
+        return "".join(parts)[offset:]
 
     def feed(self, text: str) -> None:
         """Append text; rendering waits for :meth:`update`.
@@ -152,20 +156,20 @@ class IncrementalMarkdown:
         ``\\r\\n`` and lone ``\\r`` become ``\\n`` (markdown-it counts both as line breaks; the
         commit logic counts lines), also when a ``\\r\\n`` is split between two pieces.
         """
-        if self._pending_cr:
-            text = "\r" + text
-            self._pending_cr = False
-        if text.endswith("\r"):
-            text, self._pending_cr = text[:-1], True
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if self._pending_cr or "\r" in text:
+            if self._pending_cr:
+                text = "\r" + text
+                self._pending_cr = False
+            if text.endswith("\r"):
+                text, self._pending_cr = text[:-1], True
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
         if text:
-            self._starts.append(self._length)
             self._parts.append(text)
             self._length += len(text)
             if len(self._parts) >= 512:
                 # Many small pieces cost more memory than the text itself: fold them into one
                 # string now and then (each fold copies the text: rare enough to stay cheap).
-                self._parts, self._starts = ["".join(self._parts)], [0]
+                self._parts = ["".join(self._parts)]
 
     @property
     def length(self) -> int:
@@ -177,11 +181,13 @@ class IncrementalMarkdown:
         env: dict[str, Any] = {"references": dict(self._references)}
         tail = self._tail
         tokens = self.md.parse(tail, env)
+        self._defines_references = bool(env.get("references"))
         split = self._commit_point(tokens, tail)
         new: list[str] = []
         if split is not None:
             index, line = split
             new.append(self.md.renderer.render(tokens[:index], self.md.options, env))
+            self._blocks.append(new[-1])
             for label, ref in env.get("references", {}).items():
                 # Keep only definitions that lie in the committed text (the rest is re-parsed).
                 if label not in self._references and (ref.get("map") or [0])[0] < line:
@@ -214,6 +220,10 @@ class IncrementalMarkdown:
         if self._pending_cr:
             self._pending_cr = False
             self.feed("\n")
+        _, tail_html = self.update()
+        if not self._defines_references:
+            # Committed blocks are final, so they and the tail are the one-shot render.
+            return "".join(self._blocks) + tail_html
         rendered: str = self.md.render(self.text)  # markdown-it types render() as Any
         return rendered
 

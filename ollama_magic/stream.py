@@ -133,22 +133,25 @@ class Stream:
             if self.aborted and isinstance(exc, Exception):
                 raise StopIteration from None
             raise
-        error = in_band_message(obj)
-        if error is not None:
-            self.close()
-            raise self._in_band(error)
+        if "error" in obj:
+            error = in_band_message(obj)
+            if error is not None:
+                self.close()
+                raise self._in_band(error)
         chunk = Chunk.from_json(obj)
         self.chunks += 1
         if chunk.content or chunk.thinking:
-            now = time.monotonic()
-            self._first_arrival = self._first_arrival or now
-            self._last_arrival = now
+            self._last_arrival = time.monotonic()
+            if not self._arrivals:
+                self._first_arrival = self._last_arrival
             self._arrivals += 1
         self._content.append(chunk.content)
         if chunk.thinking:
             self._thinking.append(chunk.thinking)
-        self._tool_calls.extend(chunk.tool_calls)
-        self._logprobs.extend(chunk.logprobs)
+        if chunk.tool_calls:
+            self._tool_calls.extend(chunk.tool_calls)
+        if chunk.logprobs:
+            self._logprobs.extend(chunk.logprobs)
         if chunk.done:
             self.result = self._result(obj)
             self._cancel._release()  # from now on the connection may serve other requests
@@ -310,8 +313,11 @@ def ndjson_objects(
         while (end := data.find(b"\n", start)) >= 0:  # only the new data is searched
             if size + end - start > limit:
                 raise _too_long(origin, limit)
-            pieces.append(data[start:end])
-            line, pieces, size = b"".join(pieces), [], 0
+            if pieces:
+                pieces.append(data[start:end])
+                line, pieces, size = b"".join(pieces), [], 0
+            else:
+                line = data[start:end]  # the usual case: a whole line in one read
             start = end + 1
             if line.strip():
                 yield _parse_line(line, origin)
@@ -351,9 +357,24 @@ def _received(response: requests.Response) -> Iterator[bytes]:
     as requests maps them, so callers see the usual exceptions.
     """
     raw = response.raw
+    fp: Any = getattr(raw, "_fp", None)
+    catcher: Any = getattr(raw, "_error_catcher", None)
+    plain = raw.headers.get("content-encoding", "identity").lower() in ("", "identity")
+    # An answer arrives a token per HTTP chunk, so this loop runs once a token. urllib3's
+    # read1 wraps each call in its error mapping and decoding (a third of the reading); for
+    # a chunked body without content encoding (every Ollama stream) the same reads go to
+    # http.client's read1 under urllib3's own error mapping, entered once for the body, which
+    # maps errors and releases or closes the connection exactly as read1 would.
+    fast = plain and raw.chunked and callable(getattr(fp, "read1", None)) and catcher
     try:
-        while data := raw.read1(65536):
-            yield data
+        if fast:
+            with catcher():
+                while data := fp.read1(65536):
+                    yield data
+                fp.close()  # the body is over: the connection goes back to the pool
+        else:
+            while data := raw.read1(65536):
+                yield data
     except urllib3.exceptions.ProtocolError as exc:
         raise requests.exceptions.ChunkedEncodingError(exc) from exc
     except urllib3.exceptions.DecodeError as exc:

@@ -115,19 +115,55 @@ class Chunk:
         """Build from either endpoint's chunk shape."""
         # Every field is checked for its type: a server (or a proxy) may send anything.
         message = obj.get("message")
-        source = message if isinstance(message, dict) else obj
-        text = source.get("content") if isinstance(message, dict) else obj.get("response")
+        if isinstance(message, dict):
+            source, text = message, message.get("content")
+        else:
+            source, text = obj, obj.get("response")
+        model = obj.get("model")
+        if (
+            obj.get("done") is False
+            and type(text) is str
+            and type(model) is str
+            and "thinking" not in source
+            and "tool_calls" not in source
+            and "tool_calls" not in obj
+            and "logprobs" not in obj
+        ):
+            # The usual chunk, one a token: a piece of text and nothing else. Filling
+            # __dict__ at once skips the frozen dataclass's per-field object.__setattr__,
+            # which cost more than parsing the JSON line.
+            chunk = object.__new__(cls)
+            object.__setattr__(
+                chunk, "__dict__", {**_TOKEN_DEFAULTS, "model": model, "content": text, "raw": obj}
+            )
+            return chunk
         calls = _list(source.get("tool_calls")) or _list(obj.get("tool_calls"))
-        return cls(
-            model=_text(obj.get("model")),
+        logprobs = _list(obj.get("logprobs"))
+        reason = obj.get("done_reason")
+        chunk = object.__new__(cls)
+        chunk.__dict__.update(
+            model=_text(model),
             content=_text(text),
             thinking=_text(source.get("thinking")),
-            tool_calls=tuple(ToolCall.from_json(c) for c in calls if isinstance(c, dict)),
+            tool_calls=tuple(ToolCall.from_json(c) for c in calls if isinstance(c, dict))
+            if calls
+            else (),
             done=obj.get("done") is True,
-            done_reason=_text(obj.get("done_reason")) or None,
-            logprobs=tuple(p for p in _list(obj.get("logprobs")) if isinstance(p, dict)),
+            done_reason=reason if reason and isinstance(reason, str) else None,
+            logprobs=tuple(p for p in logprobs if isinstance(p, dict)) if logprobs else (),
             raw=obj,
         )
+        return chunk
+
+
+#: A token chunk's fields that are not in its JSON (see Chunk.from_json).
+_TOKEN_DEFAULTS: dict[str, Any] = {
+    "thinking": "",
+    "tool_calls": (),
+    "done": False,
+    "done_reason": None,
+    "logprobs": (),
+}
 
 
 def _text(value: Any) -> str:
