@@ -9,6 +9,16 @@ Run:  .venv/bin/python benchmarks/run.py   (after tests/run or notebooks/run mad
 - stream: 20,000 chunks from the stand-in server through ``Client.generate``. Floor: the same
   HTTP response read with ``requests`` and each line parsed with ``json.loads``, nothing else.
 
+- magic stream: 20,000 tokens (words, paragraphs, lists, ``code``; about 90 KB) through
+  ``%%ollama`` in a real IPython shell with live markdown as in a notebook (the cell runs under
+  ``capture_output``, whose display publisher is a subclass, so the magic renders HTML and
+  updates it in place at the default 10 fps). The stand-in serves them from a process of its
+  own, as Ollama does, a token per HTTP chunk every 0.2 ms: a model's pace, only faster, so
+  that each token is read as it comes (a wake-up, a read, a parse), as in a real notebook.
+  Kernel CPU: ``time.thread_time()`` of the reading thread. Floor: the same stream read with
+  ``requests`` and each line parsed with ``json.loads``. Also printed, without a target:
+  ``Client.generate`` alone (no rendering). Best of 3 runs each, alternating.
+
 - long line: one 5 MB NDJSON line sent in 100-byte HTTP chunks (a server that answers with a
   huge object, slowly). Floor: the same body read with ``requests`` and parsed once. A client
   that re-scans what it has for each piece is quadratic here.
@@ -19,8 +29,12 @@ exits with status 1 when any fails.
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import random
 import re
+import tempfile
 import time
 import tracemalloc
 from typing import Any
@@ -39,6 +53,8 @@ MAX_BYTES = 30.0  # bytes sent while streaming, against the answer sent once
 MAX_CPU = 30.0  # CPU while streaming, against one render of the whole answer
 MAX_MEMORY = 20.0  # peak memory while streaming, against the answer's text
 MAX_STREAM = 2.0  # Client.generate, against requests + json.loads
+# %%ollama with live markdown, against requests + json.loads: kernel CPU of the same stream.
+MAX_MAGIC_STREAM = 1.3
 # One 5 MB line in 100-byte HTTP chunks, against requests + one json.loads: the client reads
 # each chunk as it comes (read1, one call per chunk, so that a trickle inside a chunk is seen),
 # which costs about 2-3x here; a quadratic parser costs 90x and more.
@@ -175,6 +191,172 @@ def bench_stream(chunks: int = 20000) -> None:
     )
 
 
+_VOCABULARY = (
+    "a an the of to in on is it as at by for and or but not we you they this that with from "
+    "heat cold gas state energy order chance model data time rate sum mean value bits sign "
+    "system measure entropy disorder particle"
+)
+
+
+def answer_tokens(count: int, seed: int = 0) -> list[str]:
+    """``count`` tokens of a plausible markdown answer: sentences of words (some ``code`` and
+    *emphasis*) in paragraphs, and now and then a list. Joined, they are the answer."""
+    rng = random.Random(seed)
+    words = _VOCABULARY.split()
+    tokens: list[str] = []
+    block = 0
+    while len(tokens) < count:
+        if block % 5 == 3:
+            for k in range(rng.randint(3, 6)):
+                tokens += ["-", " The", f" {rng.choice(words)}", " of", f" `x{k}`", "\n"]
+            tokens.append("\n")
+        else:
+            for sentence in range(rng.randint(2, 5)):
+                for k in range(rng.randint(6, 16)):
+                    word = rng.choice(words)
+                    if k == 0:
+                        word = word.capitalize()
+                    elif rng.random() < 0.06:
+                        word = f"`{word}()`"
+                    elif rng.random() < 0.04:
+                        word = f"*{word}*"
+                    tokens.append((" " if k or sentence else "") + word)
+                tokens.append(".")
+            tokens.append("\n\n")
+        block += 1
+    return tokens[:count]
+
+
+def _waits() -> int:
+    """How many times this thread has waited so far (for a socket, a lock, the GIL: voluntary
+    context switches), or -1 where unknown."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw  # Linux only
+    except (ImportError, AttributeError):
+        return -1
+
+
+def thread_cpu(run: Any) -> tuple[float, int, Any]:
+    """CPU seconds of the calling thread while ``run()`` runs, how many times it blocked
+    waiting (-1 where unknown), and ``run()``'s result."""
+    waits = _waits()
+    started = time.thread_time()
+    result = run()
+    seconds = time.thread_time() - started
+    return seconds, _waits() - waits if waits >= 0 else -1, result
+
+
+#: The magic stream's pace: a token every 0.2 ms (5,000 tokens/s, faster than any local model,
+#: so a run takes seconds), each in its own HTTP chunk as Ollama sends them.
+MAGIC_STREAM_PACE = 0.0002
+
+_SERVE = """
+import sys
+sys.path.insert(0, {benchmarks!r})
+from run import answer_tokens
+from ollama_magic.testing import FakeOllama, Reply
+with FakeOllama(token_delay={pace!r}) as server:
+    server.add_reply({prompt!r}, Reply(text=answer_tokens({count!r})))
+    print(server.url, flush=True)
+    sys.stdin.read()  # until the benchmark closes stdin
+"""
+
+
+def bench_magic_stream(count: int = 20000, repeats: int = 3) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    from traitlets.config import Config
+
+    tokens = answer_tokens(count)
+    text = "".join(tokens)
+    prompt = "magic stream bench"
+    code = _SERVE.format(
+        benchmarks=str(Path(__file__).resolve().parent),
+        pace=MAGIC_STREAM_PACE,
+        prompt=prompt,
+        count=count,
+    )
+    # The server in a process of its own, as Ollama is: the kernel's CPU is the readers' only.
+    server = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None and server.stdin is not None
+    url = server.stdout.readline().strip()
+    saved = {name: os.environ.get(name) for name in ("OLLAMA_HOST", "IPYTHONDIR")}
+    with tempfile.TemporaryDirectory(prefix="bench-ipython-") as home:
+        os.environ["OLLAMA_HOST"] = url
+        os.environ["IPYTHONDIR"] = home  # the shell's profile: not the user's
+        config = Config()
+        config.HistoryManager.enabled = False
+        shell = InteractiveShell.instance(config=config)
+        shell.extension_manager.load_extension("ollama_magic")
+        session = requests.Session()
+        client = Client(url)
+
+        def floor_run(question: str = prompt) -> int:
+            body = json.dumps({"model": "llama3.2", "prompt": question})
+            with session.post(url + "/api/generate", data=body, stream=True) as r:
+                return sum(1 for line in r.iter_lines() if line and json.loads(line))
+
+        def client_run(question: str = prompt) -> str:
+            stream = client.generate("llama3.2", question)
+            for _ in stream:
+                pass
+            return stream.text
+
+        def magic_run(question: str = prompt) -> Any:
+            # capture_output's publisher is a subclass of the terminal's, so the magic takes
+            # the notebook path: HTML, one live display updated in place.
+            with capture_output() as captured:
+                shell.run_cell_magic("ollama", "-m llama3.2", question)
+            return captured
+
+        try:
+            runs = {"floor": floor_run, "client": client_run, "magic": magic_run}
+            for run in runs.values():
+                run("Hi")  # warm up: imports, connections
+            results: dict[str, Any] = {}
+            best = dict.fromkeys(runs, float("inf"))
+            for _ in range(repeats):  # alternating, the best of each: the least disturbed
+                for name, run in runs.items():
+                    seconds, _, results[name] = thread_cpu(run)
+                    best[name] = min(best[name], seconds)
+        finally:
+            shell.extension_manager.unload_extension("ollama_magic")
+            atexit.unregister(shell.atexit_operations)
+            InteractiveShell.clear_instance()
+            client.close()
+            session.close()
+            server.stdin.close()
+            server.wait(10)
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+    outputs = results["magic"].outputs
+    assert results["floor"] == count + 1 and results["client"] == text
+    assert any(o.update for o in outputs), "the answer should have been updated in place"
+    assert any("text/html" in o.data for o in outputs), "the magic should have rendered HTML"
+    assert any(o.data.get("text/plain", "").startswith(text) for o in outputs)
+    floor, ours, bare = best["floor"], best["magic"], best["client"]
+    print(
+        f"magic stream: {count} tokens ({len(text) / 1000:.0f} KB) through %%ollama with live "
+        f"markdown in {ours:.2f} s of kernel CPU = {ours / floor:.2f}x floor (requests + "
+        f"json.loads: {floor:.2f} s)  " + verdict(ours / floor, MAX_MAGIC_STREAM)
+    )
+    print(
+        f"  Client.generate alone (no rendering): {bare:.2f} s = {bare / floor:.2f}x floor; "
+        f"the view and rendering add {ours - bare:.2f} s"
+    )
+
+
 def bench_long_line(megabytes: int = 5, piece: int = 100) -> None:
     import socket
     import threading
@@ -232,6 +414,7 @@ def bench_long_line(megabytes: int = 5, piece: int = 100) -> None:
 if __name__ == "__main__":
     bench_render()
     bench_stream()
+    bench_magic_stream()
     bench_long_line()
     print(f"{sum(RESULTS)} passed, {len(RESULTS) - sum(RESULTS)} failed")
     raise SystemExit(0 if all(RESULTS) else 1)

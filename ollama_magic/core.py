@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -218,6 +219,15 @@ class AnswerView:
     def finish(self, outcome: Outcome) -> None:
         """The answer is over (complete, failed or interrupted): paint the final state."""
 
+    def pause(self) -> float:
+        """Seconds the answer may wait unread, because nothing would show it sooner.
+
+        A view that repaints at a few frames a second returns the time to its next frame:
+        tokens gather in the socket meanwhile and are then read in one go, instead of the
+        kernel waking for each (the cost of a streamed answer is mostly those wake-ups).
+        """
+        return 0.0
+
 
 def ask(
     client: Client,
@@ -322,15 +332,28 @@ def _stream(
         return result
     stream = call(**body, stream=True, cancel=stop)
     # The stream keeps the text (one list of its pieces); the loop only hands them on.
-    content, thinking = view.content, view.thinking
+    content, thinking, pause = view.content, view.thinking, view.pause
+    clock, chunks = time.monotonic, iter(stream)
     try:
-        for chunk in stream:
-            outcome.started = True
+        while True:
+            asked = clock()
+            chunk = next(chunks, None)
+            waited = clock() - asked > _WAITED
+            if chunk is None:
+                break
+            if not outcome.started:
+                outcome.started = True
             if chunk.thinking:
                 outcome.thought = True
                 thinking(chunk.thinking)
             if chunk.content:
                 content(chunk.content)
+            if waited and not chunk.done:
+                # That read waited for the server, so nothing more is buffered: until the
+                # view's next frame, let tokens gather (read in one go afterwards).
+                rest = pause()
+                if rest > 0 and not (stop is not None and stop.cancelled):
+                    time.sleep(rest)
         outcome.stopped = stream.aborted
         outcome.result = stream.result
         return stream.result
@@ -338,6 +361,10 @@ def _stream(
         # Also on an error or an interrupt: the outcome keeps what arrived.
         outcome.text, outcome.thinking = stream.text, stream.thinking
         stream.close()
+
+
+#: A read that took longer than this waited for the server (a buffered one takes microseconds).
+_WAITED = 0.0005
 
 
 def _run_tools(

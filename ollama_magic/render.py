@@ -143,6 +143,10 @@ class LiveMarkdown:
         if self._clock() - self._last_paint >= self._wait:
             self.refresh()
 
+    def next_frame_in(self) -> float:
+        """Seconds until a repaint is due (0: the next text repaints)."""
+        return max(0.0, self._last_paint + self._wait - self._clock())
+
     def refresh(self, suffix_html: str = "") -> None:
         """Repaint the live output now (``suffix_html`` goes under the text, e.g. a status)."""
         new_blocks, tail_html = self._markdown.update()

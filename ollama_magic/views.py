@@ -26,6 +26,10 @@ _ERROR = (
 )
 
 
+#: Seconds into an answer after which reading may pause until the next frame (see pause()).
+_PAUSE_AFTER = 1.0
+
+
 def note_html(text: str) -> str:
     """One muted line of text (a note above an answer), escaped."""
     return f'<div class="ollama-magic-note" style="{_MUTED}">{escape(text)}</div>'
@@ -77,6 +81,8 @@ class NotebookView(AnswerView):
     ) -> None:
         self._sink = sink or IPythonSink()
         self._fps = fps
+        self._interval = 1.0 / fps if fps > 0 else 0.0
+        self._since = clock()
         self._clock = clock
         self._notes = notes or []
         self._structured = structured
@@ -89,6 +95,7 @@ class NotebookView(AnswerView):
             self._sink, fps=self._fps, clock=self._clock, wrap=_thinking_live
         )
         self._answer = LiveMarkdown(self._sink, fps=self._fps, clock=self._clock, wrap=_answer)
+        self._answering = False  # the answer's text has begun in this segment
         self._thinking_folded = False
 
     @property
@@ -103,11 +110,23 @@ class NotebookView(AnswerView):
         self._thinking.feed(text)
 
     def content(self, text: str) -> None:
-        if self._thinking.length and not self._answer.length:
+        if self._answering:  # once a token: nothing to decide any more
+            self._answer.feed(text)
+            return
+        if self._thinking.length:
             self._finish_thinking()  # the answer begins: fold the reasoning away
-        if self._structured and not self._answer.length:
+        if self._structured:
             self._answer.feed("```json\n")  # raw JSON reads best as code while it grows
         self._answer.feed(text)
+        self._answering = self._answer.length > 0
+
+    def pause(self) -> float:
+        # Nothing shows before the next frame: tokens may wait in the socket until then. Not
+        # in the first second, so that a short answer ends without the wait.
+        if self._clock() - self._since < _PAUSE_AFTER:
+            return 0.0
+        segment = self._answer if self._answering else self._thinking
+        return min(segment.next_frame_in(), self._interval)
 
     def tool_call(self, call: ToolCall, result: str, failed: bool) -> None:
         """Close what streamed so far and show the call and its result as one line."""

@@ -10,11 +10,11 @@ from _util import wait_until
 from ollama_magic import Client
 from ollama_magic.client import Cancellation
 from ollama_magic.conversation import Conversation, ConversationBusy
-from ollama_magic.core import Request, ask
+from ollama_magic.core import AnswerView, Request, ask
 from ollama_magic.testing import Fault, Reply
 
 
-class Collect:
+class Collect(AnswerView):
     def __init__(self) -> None:
         self.text = ""
         self.outcome = None
@@ -121,3 +121,49 @@ def test_recording_a_system_prompt_notifies_outside_the_lock():
     reader.join(5)
     assert not writer.is_alive() and not reader.is_alive(), "deadlock"
     assert conversation.system == "Be brief." and len(conversation) == 2
+
+
+class Pausing(Collect):
+    """A view that, like the notebook's, lets tokens gather until its next frame."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.pauses = seconds, 0
+
+    def pause(self):
+        self.pauses += 1
+        return self.seconds
+
+
+def test_a_view_that_pauses_between_frames_still_gets_every_token_in_order(fake_ollama):
+    words = [f" w{i}" for i in range(60)]
+    fake_ollama.add_reply("paced", Reply(text=words, fault=Fault(delay=0.002)))
+    view = Pausing(0.03)
+    request = Request("generate", {"model": "llama3.2", "prompt": "paced", "stream": True})
+    outcome = ask(Client(fake_ollama.url), request, view)
+    assert outcome.text == view.text == "".join(words) and outcome.result is not None
+    # Tokens that gathered during a pause were read in one go, without pausing again.
+    assert 0 < view.pauses < len(words) // 2
+
+
+def test_the_notebook_view_pauses_reading_only_after_its_first_second_until_a_frame():
+    from ollama_magic.views import NotebookView
+
+    class Sink:
+        def display(self, bundle, metadata):
+            return self
+
+        def update(self, bundle, metadata):
+            pass
+
+    now = [100.0]
+    view = NotebookView(sink=Sink(), fps=10, clock=lambda: now[0])
+    view.content("Hello")
+    assert view.pause() == 0.0  # a short answer ends without waiting
+    now[0] += 1.5
+    view.content(" world")  # a frame is painted now
+    assert view.pause() == pytest.approx(0.1)
+    now[0] += 0.04
+    assert view.pause() == pytest.approx(0.06)
+    now[0] += 0.5
+    assert view.pause() == 0.0  # a frame is due: read at once
