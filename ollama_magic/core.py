@@ -351,9 +351,12 @@ def _stream(
             if waited and not chunk.done:
                 # That read waited for the server, so nothing more is buffered: until the
                 # view's next frame, let tokens gather (read in one go afterwards).
-                rest = pause()
-                if rest > 0 and not (stop is not None and stop.cancelled):
-                    time.sleep(rest)
+                rest = min(pause(), _MAX_PAUSE)
+                if rest > 0:
+                    if stop is None:
+                        time.sleep(rest)  # a cell: Ctrl-C wakes it
+                    else:
+                        stop.wait(rest)  # Stop wakes it; the next read finds it stopped
         outcome.stopped = stream.aborted
         outcome.result = stream.result
         return stream.result
@@ -365,6 +368,9 @@ def _stream(
 
 #: A read that took longer than this waited for the server (a buffered one takes microseconds).
 _WAITED = 0.0005
+#: The longest pause between reads, whatever the frame rate: Stop and the end of an answer
+#: never wait longer than this for it.
+_MAX_PAUSE = 0.05
 
 
 def _run_tools(

@@ -166,14 +166,20 @@ class Cancellation:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
+        self._event = threading.Event()
         self.cancelled = False
 
     def cancel(self) -> None:
         """Stop the request now (a no-op once its answer is complete)."""
         with self._lock:
             self.cancelled = True
+            self._event.set()
             if self._socket is not None:
                 _shutdown(self._socket)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking at once on :meth:`cancel`; whether it was called."""
+        return self._event.wait(seconds)
 
     def _bind(self, sock: socket.socket | None) -> None:
         with self._lock:

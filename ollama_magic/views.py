@@ -82,7 +82,7 @@ class NotebookView(AnswerView):
         self._sink = sink or IPythonSink()
         self._fps = fps
         self._interval = 1.0 / fps if fps > 0 else 0.0
-        self._since = clock()
+        self._since: float | None = None
         self._clock = clock
         self._notes = notes or []
         self._structured = structured
@@ -123,7 +123,10 @@ class NotebookView(AnswerView):
     def pause(self) -> float:
         # Nothing shows before the next frame: tokens may wait in the socket until then. Not
         # in the first second, so that a short answer ends without the wait.
-        if self._clock() - self._since < _PAUSE_AFTER:
+        now = self._clock()
+        if self._since is None:
+            self._since = now  # the first token read (a model may load long before it)
+        if now - self._since < _PAUSE_AFTER:
             return 0.0
         segment = self._answer if self._answering else self._thinking
         return min(segment.next_frame_in(), self._interval)

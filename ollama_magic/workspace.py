@@ -373,6 +373,9 @@ class Workspace(Settings):
     ) -> Outcome:
         """Send ``request`` and return its :class:`Outcome`, whatever happened.
 
+        Nothing is raised for a failed or interrupted answer (not even for Ctrl-C): call
+        ``outcome.raise_for_error()`` to raise as a cell does, after showing what arrived.
+
         The conversation's turn is claimed for the answer (``claimed``: the caller holds it);
         :class:`~ollama_magic.conversation.ConversationBusy` is raised if another has it.
         A model the server does not have is no longer the chosen default.

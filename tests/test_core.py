@@ -157,13 +157,28 @@ def test_the_notebook_view_pauses_reading_only_after_its_first_second_until_a_fr
             pass
 
     now = [100.0]
-    view = NotebookView(sink=Sink(), fps=10, clock=lambda: now[0])
+    view = NotebookView(sink=Sink(), fps=4, clock=lambda: now[0])
+    now[0] += 30  # the model loaded for 30 s: the first second counts from the first token
     view.content("Hello")
     assert view.pause() == 0.0  # a short answer ends without waiting
     now[0] += 1.5
     view.content(" world")  # a frame is painted now
-    assert view.pause() == pytest.approx(0.1)
-    now[0] += 0.04
-    assert view.pause() == pytest.approx(0.06)
+    assert view.pause() == pytest.approx(0.25)
+    now[0] += 0.1
+    assert view.pause() == pytest.approx(0.15)
     now[0] += 0.5
     assert view.pause() == 0.0  # a frame is due: read at once
+
+
+def test_stop_wakes_a_paused_read_at_once(fake_ollama):
+    words = [f" w{i}" for i in range(400)]
+    fake_ollama.add_reply("long", Reply(text=words, fault=Fault(delay=0.005)))
+    view, stop = Pausing(30.0), Cancellation()  # a view that would pause for ever
+    request = Request("generate", {"model": "llama3.2", "prompt": "long", "stream": True})
+    worker = threading.Thread(target=ask, args=(Client(fake_ollama.url), request, view, None, stop))
+    worker.start()
+    wait_until(lambda: view.pauses)
+    stop.cancel()
+    worker.join(1.0)
+    assert not worker.is_alive(), "Stop must end a paused answer at once"
+    assert view.outcome.stopped and view.text and len(view.text) < len("".join(words))
