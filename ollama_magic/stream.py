@@ -373,7 +373,9 @@ def _received(response: requests.Response) -> Iterator[bytes]:
                     yield data
                 fp.close()  # the body is over: the connection goes back to the pool
         else:
-            while data := raw.read1(65536):
+            # requests opens the body undecoded, and its session asks for gzip: a proxy that
+            # compresses the stream must not reach the parser as compressed bytes.
+            while data := raw.read1(65536, decode_content=True):
                 yield data
     except urllib3.exceptions.ProtocolError as exc:
         raise requests.exceptions.ChunkedEncodingError(exc) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import gzip
 import json
 import signal
 import socket
@@ -639,3 +640,28 @@ def test_other_statuses_get_fitting_hints(client, fake_ollama, fault, error, hin
     with pytest.raises(error) as info:
         client.generate("llama3.2", "hi")
     assert hint in info.value.hint
+
+
+def _gzipped_stream(server, conn):
+    server.read_request(conn)
+    lines = [{"model": "m", "response": w, "done": False} for w in ("Hello", " there")]
+    lines.append({"model": "m", "response": "", "done": True, "done_reason": "stop"})
+    body = gzip.compress("".join(json.dumps(line) + "\n" for line in lines).encode())
+    framed = b"".join(
+        f"{len(body[i : i + 16]):x}\r\n".encode() + body[i : i + 16] + b"\r\n"
+        for i in range(0, len(body), 16)
+    )
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Encoding: gzip\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + framed + b"0\r\n\r\n"
+    )
+    conn.close()
+
+
+def test_a_proxy_that_gzips_the_stream_is_read_as_text():
+    # The session asks for gzip (requests' default Accept-Encoding); a proxy may honour it.
+    with RawServer(_gzipped_stream) as server, Client(server.url) as client:
+        stream = client.generate("m", "hi")
+        assert [chunk.content for chunk in stream] == ["Hello", " there", ""]
+        assert stream.result is not None and stream.result.content == "Hello there"
+        assert client.generate("m", "hi", stream=False).content == "Hello there"
