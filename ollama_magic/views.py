@@ -81,7 +81,6 @@ class NotebookView(AnswerView):
     ) -> None:
         self._sink = sink or IPythonSink()
         self._fps = fps
-        self._interval = 1.0 / fps if fps > 0 else 0.0
         self._since: float | None = None
         self._clock = clock
         self._notes = notes or []
@@ -129,7 +128,7 @@ class NotebookView(AnswerView):
         if now - self._since < _PAUSE_AFTER:
             return 0.0
         segment = self._answer if self._answering else self._thinking
-        return min(segment.next_frame_in(), self._interval)
+        return segment.next_frame_in()  # ask() caps it (Stop, the end: never long)
 
     def tool_call(self, call: ToolCall, result: str, failed: bool) -> None:
         """Close what streamed so far and show the call and its result as one line."""

@@ -331,7 +331,7 @@ class Workspace(Settings):
         except ValueError as exc:
             raise OllamaError(f"Options: {exc}") from None
         sent_keep_alive = keep_alive if keep_alive is not None else self.keep_alive
-        common: dict[str, Any] = {
+        common: dict[str, Any] = {  # the API fields; None is not sent
             "tools": tools,
             "output": output,
             "stream": stream,
@@ -341,19 +341,16 @@ class Workspace(Settings):
             "think": think,
             **fields,
         }
-        if isinstance(prompt, str):
-            request = build_request(
-                model,
-                prompt,
-                conversation=conversation,
-                system=system,
-                images=list(images) or None,
-                **common,
-            )
-        else:
-            request = build_request(
-                model, None, messages=prompt, conversation=conversation, system=system, **common
-            )
+        text, messages = (prompt, ()) if isinstance(prompt, str) else (None, prompt)
+        request = build_request(
+            model,
+            text,
+            messages=messages,
+            conversation=conversation,
+            system=system,
+            images=list(images) or None,
+            **common,
+        )
         request.notes = notes
         request.client = client
         return request
