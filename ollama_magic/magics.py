@@ -27,7 +27,7 @@ from ollama_magic.render import escape
 from ollama_magic.structured import OutputFormat, output_format, plain_data
 from ollama_magic.tools import Toolbox, is_tool_name
 from ollama_magic.views import NotebookView, QuietView, TextView, note_html
-from ollama_magic.workspace import SETTINGS, Settings, Workspace, think_value, use_workspace
+from ollama_magic.workspace import Settings, Workspace, think_value, use_workspace
 
 __all__ = ["OllamaMagics"]
 
@@ -85,7 +85,7 @@ class OllamaMagics(Magics, Settings):
         super().__init__(shell, **kwargs)
         self.workspace = Workspace()
         """Settings, clients and conversations, shared with chat widgets and ``ask()``."""
-        for name in SETTINGS:
+        for name in Settings.class_trait_names(config=True):  # the settings they share
             link((self, name), (self.workspace, name))
         use_workspace(self.workspace)
 

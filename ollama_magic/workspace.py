@@ -46,7 +46,6 @@ from ollama_magic.tools import Toolbox
 from ollama_magic.transport import DEFAULT_HOST, Cancellation, parse_host, split_credentials
 
 __all__ = [
-    "SETTINGS",
     "Settings",
     "Workspace",
     "default_workspace",
@@ -56,8 +55,6 @@ __all__ = [
     "use_workspace",
 ]
 
-#: The settings a workspace and the magics share (``%config OllamaMagics.NAME``).
-SETTINGS = ("host", "model", "options", "keep_alive", "fps", "timeout", "headers")
 
 _T = TypeVar("_T")
 
