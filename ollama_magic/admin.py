@@ -32,7 +32,7 @@ from ollama_magic.errors import (
     quiet_interrupt,
 )
 from ollama_magic.markdown import render_markdown
-from ollama_magic.options import OLLAMA_OPTIONS, mask_headers
+from ollama_magic.options import OLLAMA_OPTIONS, mask_headers, mask_host
 from ollama_magic.render import escape
 from ollama_magic.terminal import printable
 from ollama_magic.workspace import Workspace
@@ -234,7 +234,7 @@ def config(line: Line, rest: list[str]) -> None:
     nothing. A model the server does not have is kept (the server may be down) with a warning.
     """
     workspace = line.workspace
-    traits = ["host", "model", "keep_alive", "fps", "timeout"]
+    traits = ["host", "hosts", "model", "keep_alive", "fps", "timeout", "concurrency"]
     before = {name: workspace.trait_values()[name] for name in [*traits, "options"]}
     chosen = dict(workspace.default_models)
     changes = key_values(rest, "%ollama config")
@@ -258,6 +258,8 @@ def config(line: Line, rest: list[str]) -> None:
         "keep_alive": workspace.keep_alive or "(server default, 5m)",
         "fps": workspace.fps,
         "timeout": workspace.timeout,
+        "hosts": ", ".join(mask_host(host) for host in workspace.hosts) or "(the host alone)",
+        "concurrency": workspace.concurrency or f"(automatic: {workspace.batch_concurrency()})",
         # Only what the user or OLLAMA_API_KEY added, not requests' own defaults.
         "headers": {k: v for k, v in headers.items() if k.lower() not in _STANDARD_HEADERS},
     }
@@ -270,7 +272,12 @@ def _set(workspace: Workspace, key: str, value: Any, traits: list[str]) -> None:
     option = key.removeprefix("options.")
     try:
         if key in traits:
-            setattr(workspace, key, value if key in ("fps", "timeout") else str(value))
+            if key == "hosts":  # hosts=a,b (or a JSON list)
+                value = value if isinstance(value, list) else str(value).split(",")
+                value = [str(host).strip() for host in value if str(host).strip()]
+            elif key not in ("fps", "timeout", "concurrency"):
+                value = str(value)
+            setattr(workspace, key, value)
         elif option in OLLAMA_OPTIONS or key.startswith("options."):
             # Ollama ignores options it does not know, so a typo would pass silently;
             # "options.NAME=" sends one this list does not know on purpose.

@@ -309,8 +309,12 @@ class Client:
         dimensions: int | None = None,
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
+        cancel: Cancellation | None = None,
     ) -> builtins.list[builtins.list[float]]:
-        """Embedding vectors, one per input (``POST /api/embed``); L2-normalised by the server."""
+        """Embedding vectors, one per input (``POST /api/embed``); L2-normalised by the server.
+
+        ``cancel`` stops the request from another thread (a batch that is interrupted).
+        """
         body = _body(
             model=model,
             input=input if isinstance(input, str) else list(input),
@@ -319,7 +323,8 @@ class Client:
             options=dict(options) if options else None,
             keep_alive=keep_alive,
         )
-        return list(self._json("POST", "/api/embed", body, model=model).get("embeddings") or [])
+        data = self._json("POST", "/api/embed", body, model=model, cancel=cancel)
+        return list(data.get("embeddings") or [])
 
     def is_running(self) -> bool:
         """Whether an Ollama server answers at :attr:`host` (``GET /api/tags``), without raising.
@@ -342,10 +347,16 @@ class Client:
     # -- transport -------------------------------------------------------------------------
 
     def _json(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, model: str = ""
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        model: str = "",
+        cancel: Cancellation | None = None,
     ) -> dict[str, Any]:
         """A request whose answer is one JSON object."""
-        response = self._send(method, path, body, model=model)
+        response = self._send(method, path, body, model=model, cancel=cancel)
         try:
             data = response.json() if response.content else {}
         except (ValueError, RecursionError) as exc:

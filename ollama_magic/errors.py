@@ -39,6 +39,10 @@ class OllamaError(Exception):
         partial: Text the model had already streamed when the error struck ("" if none).
     """
 
+    #: Whether the server went away (refused, or cut the connection): a batch moves the
+    #: row to another server instead of keeping it as failed.
+    lost_connection: bool = False
+
     #: Set to True to see full tracebacks in IPython instead of the short form.
     show_traceback: ClassVar[bool] = bool(os.environ.get("OLLAMA_MAGIC_TRACEBACK"))
 
@@ -79,6 +83,8 @@ def _colour() -> bool:
 
 class ServerUnreachable(OllamaError):
     """Nothing answered at the Ollama host (connection refused, DNS failure, proxy down)."""
+
+    lost_connection = True
 
 
 class OllamaTimeout(OllamaError):

@@ -379,17 +379,22 @@ def transport_error(
             partial=partial,
         )
     if not partial and isinstance(exc, requests.ConnectionError) and failed_before_response(exc):
-        return ServerError(
+        error: OllamaError | None = ServerError(
             f"{origin.host} closed the connection without answering.",
             hint="The server or a proxy in front of it dropped the request; check its log, "
             "then try again.",
         )
-    if partial or isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return StreamError(
+    elif partial or isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        error = StreamError(
             f"The connection to {origin.host} broke before the answer was complete.",
             hint=partial_hint(partial),
             partial=partial,
         )
+    else:
+        error = None
+    if error is not None:
+        error.lost_connection = True
+        return error
     reason = _short_reason(exc)
     return ServerUnreachable(
         f"Cannot reach Ollama at {origin.host} ({reason}).", hint=_start_hint(origin.host_source)

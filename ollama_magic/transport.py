@@ -318,7 +318,10 @@ class Session(requests.Session):
             merged["authorization"] = f"Bearer {api_key['OLLAMA_API_KEY']}"
         self._private = set(merged)  # the user's: kept from other hosts
         for prefix in ("http://", "https://"):
-            self.mount(prefix, Adapter())
+            # A batch keeps up to 64 requests in flight per server; with requests' default
+            # of 10 pooled connections the rest would be closed after each answer (and
+            # urllib3 would log a warning into the notebook for each).
+            self.mount(prefix, Adapter(pool_maxsize=64))
         merged.update(
             {
                 "content-type": "application/json",

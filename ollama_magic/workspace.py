@@ -21,9 +21,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from traitlets import Dict, Float, TraitError, Unicode, default, observe, validate
+from traitlets import Dict, Float, Int, List, TraitError, Unicode, default, observe, validate
 from traitlets.config import Configurable
 
+from ollama_magic.batch import default_concurrency
 from ollama_magic.client import Client
 from ollama_magic.conversation import Conversation, Conversations
 from ollama_magic.core import (
@@ -57,6 +58,9 @@ __all__ = [
 
 
 _T = TypeVar("_T")
+
+#: Requests in flight per server at most (each holds a pooled connection).
+MAX_CONCURRENCY = 64
 
 
 def _checked(check: Callable[[Any], _T], value: Any) -> _T:
@@ -145,6 +149,17 @@ class Settings(Configurable):
         "bearer token without this)."
     ).tag(config=True)
 
+    hosts = List(
+        Unicode(),
+        help="Servers that a batch (--map, embed) spreads its rows over. Empty: the host "
+        "setting alone.",
+    ).tag(config=True)
+    concurrency = Int(
+        0,
+        help="Requests a batch keeps in flight per server. 0: $OLLAMA_NUM_PARALLEL when set "
+        "(Ollama does not report it over the API), else 4.",
+    ).tag(config=True)
+
     @default("host")
     def _default_host(self) -> str:
         return SecretHost(os.environ.get("OLLAMA_HOST", ""))
@@ -171,6 +186,27 @@ class Settings(Configurable):
             except OllamaError as exc:
                 raise TraitError(exc.message) from None
         return SecretHost(value)  # %config prints it: a password in it shows masked
+
+    @validate("hosts")
+    def _valid_hosts(self, proposal: Any) -> list[str]:
+        hosts: list[str] = []
+        for value in proposal["value"]:
+            value = str(value).strip()
+            try:
+                parse_host(value)
+            except OllamaError as exc:
+                raise TraitError(exc.message) from None
+            hosts.append(SecretHost(value))
+        return hosts
+
+    @validate("concurrency")
+    def _valid_concurrency(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if not 0 <= value <= MAX_CONCURRENCY:
+            raise TraitError(
+                f"concurrency must be from 1 to {MAX_CONCURRENCY} (0: automatic), not {value}"
+            )
+        return value
 
     @validate("headers")
     def _valid_headers(self, proposal: Any) -> SecretHeaders:
@@ -273,6 +309,30 @@ class Workspace(Settings):
         """Whether a request without a model needs no server call to choose one."""
         return bool(self.model or client.host in self.default_models)
 
+    def batch_clients(self, hosts: Sequence[str] = ()) -> list[Client]:
+        """The clients a batch spreads over: ``hosts``, else the hosts setting, else the host."""
+        chosen = list(hosts) or list(self.hosts)
+        if not chosen:
+            return [self.client()]
+        clients: list[Client] = []
+        for host in chosen:
+            client = self.client(host)
+            if all(c is not client for c in clients):  # the same server twice is one
+                clients.append(client)
+        return clients
+
+    def batch_concurrency(self, concurrency: int | None = None) -> int:
+        """Requests in flight per server: ``concurrency``, else the setting, else automatic."""
+        if concurrency is not None:
+            if not 1 <= concurrency <= MAX_CONCURRENCY:
+                raise OllamaError(
+                    f"concurrency must be from 1 to {MAX_CONCURRENCY}, not {concurrency}."
+                )
+            return concurrency
+        if self.concurrency:
+            return self.concurrency
+        return default_concurrency()
+
     # -- requests --------------------------------------------------------------------------------
 
     def request(
@@ -334,7 +394,12 @@ class Workspace(Settings):
             "stream": stream,
             "host": client.host,
             "options": merged or None,
-            "keep_alive": keep_alive_value(str(sent_keep_alive)) if sent_keep_alive else None,
+            # 0 is a value ("unload now"); only None and "" mean the server's default.
+            "keep_alive": (
+                keep_alive_value(str(sent_keep_alive))
+                if sent_keep_alive not in (None, "")
+                else None
+            ),
             "think": think,
             **fields,
         }

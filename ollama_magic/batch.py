@@ -1,0 +1,336 @@
+"""Running many requests at server speed: bounded concurrency over one or more servers.
+
+The engine knows nothing of prompts or DataFrames: it runs ``send(position, client, stop)``
+for each position, ``concurrency`` at a time on every server, and keeps what each returned or
+the error it raised. Rows are handed out from one queue, so a slower server simply takes
+fewer; a server that goes away has its row put back for the others. The caller's thread only
+waits and repaints the progress a few times a second, so Ctrl-C reaches it at once.
+
+>>> from ollama_magic.client import Client
+>>> run = run_batch([0, 1, 2], lambda i, client, stop: i * 10, [Client("http://127.0.0.1:9")])
+>>> run.results, run.status.done
+({0: 0, 1: 10, 2: 20}, 3)
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+from ollama_magic.client import Client
+from ollama_magic.errors import OllamaError, ServerError
+from ollama_magic.transport import Cancellation
+
+__all__ = [
+    "BatchProgress",
+    "BatchRun",
+    "BatchStatus",
+    "HostStatus",
+    "default_concurrency",
+    "run_batch",
+]
+
+R = TypeVar("R")
+
+#: The first few answers shown under the progress bar while the rest run.
+PREVIEW_ROWS = 3
+
+
+def default_concurrency() -> int:
+    """Requests in flight per server when none is configured.
+
+    Ollama does not report its parallelism over the API; when it runs beside the kernel, its
+    ``OLLAMA_NUM_PARALLEL`` is usually in the environment. Else 4: enough to keep a server
+    with the common settings busy, few enough not to fill a single-slot server's queue.
+    """
+    import os
+
+    try:
+        value = int(os.environ.get("OLLAMA_NUM_PARALLEL", ""))
+    except ValueError:
+        return 4
+    return value if value > 0 else 4
+
+
+@dataclass
+class HostStatus:
+    """One server's share of a batch."""
+
+    host: str
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    requeued: int = 0
+    """Rows it was given but could not answer, handed to the other servers."""
+    down: str = ""
+    """Why it left the batch ("" while it serves)."""
+
+
+@dataclass
+class BatchStatus:
+    """Where a batch is: what the progress bar and the summary show."""
+
+    total: int
+    done: int = 0
+    """Rows answered."""
+    failed: int = 0
+    """Rows whose request failed (kept with their error)."""
+    elapsed: float = 0.0
+    state: Literal["running", "finished", "interrupted", "failed"] = "running"
+    hosts: list[HostStatus] = field(default_factory=list)
+    preview: list[tuple[str, str]] = field(default_factory=list)
+    """(label, answer) of the first rows answered."""
+    skipped: int = 0
+    """Rows already answered by an earlier run (a resume), not sent again."""
+    unit: str = "rows"
+
+    @property
+    def finished(self) -> int:
+        """Rows answered or failed."""
+        return self.done + self.failed
+
+    @property
+    def left(self) -> int:
+        """Rows not (yet) answered or failed."""
+        return self.total - self.finished
+
+    @property
+    def rate(self) -> float | None:
+        """Rows finished per second so far (None before the first)."""
+        if not self.finished or self.elapsed <= 0:
+            return None
+        return self.finished / self.elapsed
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until the last row, at the rate so far."""
+        rate = self.rate
+        return self.left / rate if rate else None
+
+
+class BatchProgress:
+    """Shows a batch as it runs. This base shows nothing (``--quiet``)."""
+
+    def update(self, status: BatchStatus) -> None:
+        """The batch moved on (called a few times a second from the caller's thread)."""
+
+    def finish(self, status: BatchStatus) -> None:
+        """The batch is over: show its final state (finished, interrupted or failed)."""
+
+
+@dataclass
+class BatchRun(Generic[R]):
+    """What came of a batch: results and errors by position, and what is left."""
+
+    status: BatchStatus
+    results: dict[int, R] = field(default_factory=dict)
+    errors: dict[int, BaseException] = field(default_factory=dict)
+    pending: list[int] = field(default_factory=list)
+    """Positions never answered: the batch was interrupted, or every server went away."""
+    interruption: KeyboardInterrupt | None = field(default=None, repr=False)
+    error: OllamaError | None = None
+    """Why the batch stopped early (every server went away), if it did."""
+
+
+def _leaves_host(error: BaseException) -> bool:
+    """Whether ``error`` says the server went away, rather than that this row failed."""
+    return isinstance(error, OllamaError) and error.lost_connection
+
+
+def _busy(error: BaseException) -> bool:
+    """HTTP 503 "server busy": the queue is full, so the row waits and goes again."""
+    return isinstance(error, ServerError) and "server busy" in error.message
+
+
+class _Runner(Generic[R]):
+    """The shared state of one batch: the queue, the results, the servers' shares."""
+
+    def __init__(
+        self,
+        positions: Sequence[int],
+        send: Callable[[int, Client, Cancellation], R],
+        clients: Sequence[Client],
+        preview: Callable[[int, R], tuple[str, str] | None] | None,
+        status: BatchStatus,
+    ) -> None:
+        self.queue = collections.deque(positions)
+        self.send = send
+        self.preview = preview
+        self.status = status
+        self.run: BatchRun[R] = BatchRun(status)
+        self.lock = threading.Lock()
+        self.changed = threading.Event()
+        self.stopping = threading.Event()
+        self.in_flight: dict[int, Cancellation] = {}
+        self.hosts = {id(client): HostStatus(client.host) for client in clients}
+        status.hosts = list(self.hosts.values())
+        self.last_host_error: OllamaError | None = None
+
+    def take(self, host: HostStatus) -> int | None:
+        """The next position for a worker of ``host`` (None: stop)."""
+        with self.lock:
+            if self.stopping.is_set() or host.down or not self.queue:
+                return None
+            position = self.queue.popleft()
+            host.running += 1
+            return position
+
+    def worker(self, client: Client) -> None:
+        host = self.hosts[id(client)]
+        busy_waits = 0
+        while (position := self.take(host)) is not None:
+            stop = Cancellation()
+            with self.lock:
+                self.in_flight[position] = stop
+            try:
+                value = self.send(position, client, stop)
+            except Exception as error:
+                self._failed(position, host, error, stop)
+                if _busy(error):
+                    busy_waits += 1
+                    # The server's queue is full: wait (longer each time), then go on.
+                    self.stopping.wait(min(2.0, 0.05 * 2**busy_waits) * random.uniform(0.5, 1))
+                continue
+            else:
+                busy_waits = 0
+                self._answered(position, host, value)
+            finally:
+                with self.lock:
+                    self.in_flight.pop(position, None)
+                self.changed.set()
+
+    def _answered(self, position: int, host: HostStatus, value: R) -> None:
+        shown = None
+        if self.preview is not None and len(self.status.preview) < PREVIEW_ROWS:
+            shown = self.preview(position, value)
+        with self.lock:
+            host.running -= 1
+            self.run.results[position] = value
+            host.done += 1
+            self.status.done += 1
+            if shown is not None and len(self.status.preview) < PREVIEW_ROWS:
+                self.status.preview.append(shown)
+
+    def _failed(
+        self, position: int, host: HostStatus, error: Exception, stop: Cancellation
+    ) -> None:
+        with self.lock:
+            host.running -= 1
+            if stop.cancelled or self.stopping.is_set():
+                self.queue.appendleft(position)  # interrupted, not failed: it is still to do
+            elif _leaves_host(error) or _busy(error):
+                self.queue.appendleft(position)  # for another server (or this one, later)
+                if not _busy(error):
+                    host.requeued += 1
+                    if not host.down:
+                        host.down = getattr(error, "message", str(error))
+                        assert isinstance(error, OllamaError)
+                        self.last_host_error = error
+            else:
+                self.run.errors[position] = error
+                host.failed += 1
+                self.status.failed += 1
+
+    def stop(self) -> None:
+        """Stop handing out rows and cut the requests in flight (their rows stay to do)."""
+        self.stopping.set()
+        with self.lock:
+            cancellations = list(self.in_flight.values())
+        for stop in cancellations:
+            stop.cancel()
+
+
+def run_batch(
+    positions: Sequence[int],
+    send: Callable[[int, Client, Cancellation], R],
+    clients: Sequence[Client],
+    *,
+    concurrency: int = 4,
+    progress: BatchProgress | None = None,
+    fps: float = 4.0,
+    preview: Callable[[int, R], tuple[str, str] | None] | None = None,
+    skipped: int = 0,
+    unit: str = "rows",
+) -> BatchRun[R]:
+    """Run ``send`` for every position, ``concurrency`` at a time on each client's server.
+
+    ``send`` raises for a failed row (kept in ``errors``, the batch goes on). A server that
+    cannot be reached leaves the batch and its row goes to the others; when none is left, the
+    rest stay ``pending`` and ``run.error`` says why. Ctrl-C in the caller's thread stops the
+    batch: rows in flight are cut and stay pending, and ``run.interruption`` holds the
+    interrupt for the caller to raise once it kept the results.
+
+    Nothing is raised here; results come back whatever happened.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    status = BatchStatus(total=len(positions) + skipped, skipped=skipped, unit=unit)
+    status.done = skipped
+    runner = _Runner(positions, send, clients, preview, status)
+    progress = progress or BatchProgress()
+    threads = [
+        threading.Thread(
+            target=runner.worker, args=(client,), name=f"ollama-batch-{n}", daemon=True
+        )
+        # Interleaved, so that even a batch smaller than the slots reaches every server.
+        for n in range(concurrency)
+        for client in clients
+    ]
+    started = time.monotonic()
+    try:
+        for thread in threads:
+            thread.start()
+        frame = 1.0 / fps
+        next_frame = started + frame
+        while any(thread.is_alive() for thread in threads):
+            # Wake on each row (to notice the end at once), repaint at most fps times a second.
+            runner.changed.wait(max(0.0, next_frame - time.monotonic()))
+            runner.changed.clear()
+            now = time.monotonic()
+            if now >= next_frame:
+                status.elapsed = now - started
+                progress.update(status)
+                next_frame = now + frame
+            _join_finished(threads)
+    except KeyboardInterrupt as interruption:
+        runner.run.interruption = interruption
+        runner.stop()
+        deadline = time.monotonic() + 5.0
+        for thread in threads:
+            # The requests were cut, so the workers return at once; bounded all the same.
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    status.elapsed = time.monotonic() - started
+    run = runner.run
+    with runner.lock:
+        run.pending = sorted(runner.queue)
+    if run.interruption is not None:
+        status.state = "interrupted"
+    elif run.pending:
+        status.state = "failed"
+        last = runner.last_host_error
+        hosts = ", ".join(h.host for h in status.hosts)
+        run.error = OllamaError(
+            f"No server is left to send the last {len(run.pending)} {unit} to "
+            f"({hosts}: {last.message if last else 'unreachable'}).",
+            hint="What was answered is kept; start the server again and run with --resume "
+            "(or map(..., resume=the result)) to do only the rest.",
+        )
+    else:
+        status.state = "finished"
+    progress.finish(status)
+    return run
+
+
+def _join_finished(threads: list[threading.Thread]) -> None:
+    """Reap threads that ended (so ``is_alive`` checks stay few)."""
+    for thread in list(threads):
+        if not thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                thread.join()
+            threads.remove(thread)
