@@ -28,6 +28,8 @@ from ollama_magic.types import Chunk, Metrics, ModelInfo, Progress, Result, Runn
 
 if TYPE_CHECKING:
     from ollama_magic.api import ask
+    from ollama_magic.embeddings import embed, nearest
+    from ollama_magic.mapping import map
     from ollama_magic.widget import ChatWidget
     from ollama_magic.workspace import Workspace
 
@@ -59,8 +61,11 @@ __all__ = [
     "Workspace",
     "__version__",
     "ask",
+    "embed",
     "encode_image",
     "load_ipython_extension",
+    "map",
+    "nearest",
     "parse_host",
     "unload_ipython_extension",
 ]
@@ -77,6 +82,14 @@ def __getattr__(name: str) -> Any:
         from ollama_magic.api import ask
 
         return ask
+    if name in ("embed", "nearest"):
+        from ollama_magic import embeddings
+
+        return getattr(embeddings, name)
+    if name == "map":
+        from ollama_magic.mapping import map
+
+        return map
     if name == "Workspace":
         from ollama_magic.workspace import Workspace
 

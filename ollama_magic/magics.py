@@ -14,13 +14,14 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 from IPython.display import display
 from traitlets import link
 
-from ollama_magic import admin
+from ollama_magic import admin, data_commands
 from ollama_magic.admin import key_values, parse_words
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation
 from ollama_magic.core import AnswerView, Outcome, Request
 from ollama_magic.errors import ModelOutputError, OllamaError, quiet_interrupt
 from ollama_magic.images import image_base64, thumbnails_html
 from ollama_magic.interpolate import Interpolation, interpolate_report
+from ollama_magic.map_cell import check_map_arguments, map_cell
 from ollama_magic.markdown import render_markdown
 from ollama_magic.options import check_options
 from ollama_magic.render import escape
@@ -29,7 +30,10 @@ from ollama_magic.tools import Toolbox, is_tool_name
 from ollama_magic.views import NotebookView, QuietView, TextView, note_html
 from ollama_magic.workspace import Settings, Workspace, think_value, use_workspace
 
-__all__ = ["OllamaMagics"]
+__all__ = ["COMMANDS", "OllamaMagics"]
+
+#: The ``%ollama`` commands: the server's administration, and the data commands.
+COMMANDS = {**admin.COMMANDS, **data_commands.COMMANDS}
 
 
 def _check_arguments(args: Any, cell: str) -> None:
@@ -167,12 +171,32 @@ class OllamaMagics(Magics, Settings):
     @argument("--max-tool-rounds", type=int, default=5, metavar="N", help="Tool rounds at most.")
     @argument_group("Sending and showing")
     @argument("--no-stream", action="store_true", help="Wait for the whole answer.")
-    @argument("--host", metavar="URL", help="Ollama server for this cell.")
+    @argument(
+        "--host",
+        action="append",
+        metavar="URL",
+        help="Ollama server for this cell (with --map repeatable: the rows are spread).",
+    )
     @argument("--plain", action="store_true", help="Show plain text instead of markdown.")
     @argument("-q", "--quiet", action="store_true", help="Show nothing (use with -o).")
     @argument("--dry-run", action="store_true", help="Show the request; send nothing.")
     @argument("--no-interpolate", action="store_true", help="Send {braces} exactly as typed.")
     @argument("-h", "--help", action="store_true", help="Show this help.")
+    @argument_group("Every row of a list, Series or DataFrame")
+    @argument(
+        "--map",
+        metavar="ITEMS",
+        help="Run the cell once per item of this variable: {item} and {index}; a DataFrame's "
+        "rows give {column} and {row.column}. -o gets the answers aligned with the items.",
+    )
+    @argument("--into", metavar="COLUMN", help="With --map: the answers' column (answer).")
+    @argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="With --map: requests in flight per server (%%config OllamaMagics.concurrency).",
+    )
+    @argument("--resume", action="store_true", help="With --map: send only the rows -o lacks.")
     # IPython types cell_magic's argument as Never (a bug in its annotations): any method fails.
     @cell_magic("ollama")  # type: ignore[arg-type]
     def ollama_cell(self, line: str, cell: str) -> None:
@@ -207,6 +231,18 @@ class OllamaMagics(Magics, Settings):
             print(inspect.cleandoc(self.ollama_cell.__doc__ or ""))
             return
         _check_arguments(args, cell)
+        check_map_arguments(args)
+        if args.map is not None:
+            map_cell(
+                args,
+                cell.strip(),
+                workspace=self.workspace,
+                namespace=self._user_ns,
+                rich=self._rich_output(),
+                request_fields=self._fields(args),
+                raise_interrupt=quiet_interrupt,
+            )
+            return
         filled = (
             Interpolation(cell.strip())
             if args.no_interpolate
@@ -228,33 +264,39 @@ class OllamaMagics(Magics, Settings):
         conversation = None
         if args.chat or args.session:
             conversation = self.workspace.conversations[args.session or DEFAULT_SESSION]
+        request = self.workspace.request(
+            filled.text,
+            model=args.model_name or args.model,
+            host=args.host[0] if args.host else None,
+            conversation=conversation,
+            tools=tools,
+            images=images,
+            output=output,
+            stream=not args.no_stream,
+            choose_model=not args.dry_run,  # a dry run does not choose the kernel's default
+            **self._fields(args),
+        )
+        request.template, request.filled = template, filled.filled
+        return _CellRequest(request, output, tools, conversation, images)
+
+    def _fields(self, args: Any) -> dict[str, Any]:
+        """The request fields the flags set (the same for one cell and for every row)."""
         try:
             think = think_value(args.think)
         except ValueError:
             levels = "low, medium, high or max"
             raise UsageError(f"--think takes {levels}, not {args.think!r}.") from None
-        request = self.workspace.request(
-            filled.text,
-            model=args.model_name or args.model,
-            host=args.host,
-            conversation=conversation,
-            system=args.system,
-            tools=tools,
-            images=images,
-            output=output,
-            stream=not args.no_stream,
-            options=self._options(args),
-            keep_alive=args.keep_alive,
-            think=False if args.no_think else think,
-            choose_model=not args.dry_run,  # a dry run does not choose the kernel's default
-            logprobs=True if args.logprobs or args.top_logprobs else None,
-            top_logprobs=args.top_logprobs,
-            suffix=args.suffix,
-            template=args.template,
-            raw=True if args.raw else None,
-        )
-        request.template, request.filled = template, filled.filled
-        return _CellRequest(request, output, tools, conversation, images)
+        return {
+            "system": args.system,
+            "options": self._options(args),
+            "keep_alive": args.keep_alive,
+            "think": False if args.no_think else think,
+            "logprobs": True if args.logprobs or args.top_logprobs else None,
+            "top_logprobs": args.top_logprobs,
+            "suffix": args.suffix,
+            "template": args.template,
+            "raw": True if args.raw else None,
+        }
 
     def _send(self, args: Any, cell: _CellRequest, filled: Interpolation) -> Outcome:
         """Ask, showing the answer as it streams; raise (in one line) what went wrong."""
@@ -391,7 +433,9 @@ class OllamaMagics(Magics, Settings):
             %ollama show MODEL             capabilities, parameters, template
             %ollama pull MODEL             download a model, with a progress bar
             %ollama status                 is the server there, which version, is the model ready
-            %ollama config [KEY=VALUE ...] show or change host, model, options, fps, timeout
+            %ollama config [KEY=VALUE ...] show or change host, model, options, fps, timeout,
+                                           hosts (a,b: servers for --map), concurrency
+            %ollama embed MODEL --in NAME -o OUT   embed a list or Series of texts into an array
             %ollama history [--session NAME]   the conversation so far
             %ollama reset [--session NAME]     forget the conversation
             %ollama chat [MODEL] [--session NAME]  a chat widget on that conversation
@@ -402,11 +446,11 @@ class OllamaMagics(Magics, Settings):
         """
         words = _split(line)
         command, rest = (words[0], words[1:]) if words else ("help", [])
-        if command not in admin.COMMANDS:
-            names = sorted(set(admin.COMMANDS) - {"list", "tb"})
+        if command not in COMMANDS:
+            names = sorted(set(COMMANDS) - {"list", "tb"})
             raise UsageError(f"Unknown %ollama command {command!r}. Commands: {', '.join(names)}.")
         usage = f"{self.ollama_line.__doc__}\n%%ollama\n{self.ollama_cell.__doc__}"
-        return admin.COMMANDS[command](admin.Line(self.workspace, self._rich_output(), usage), rest)
+        return COMMANDS[command](admin.Line(self.workspace, self._rich_output(), usage), rest)
 
 
 @dataclass

@@ -1,0 +1,252 @@
+"""The items of a batch: a list, a pandas Series or a DataFrame's rows, and the results back.
+
+:class:`Rows` fills a prompt template for each item (``{item}`` and ``{index}``; for a
+DataFrame ``{row.column}``, ``{row[name with spaces]}`` and ``{column}``) and puts results back
+in the input's shape: a list for a list, a Series on the same index for a Series, new columns
+for a DataFrame (typed from a schema's fields). Failed rows keep their error: in an ``error``
+column, or ``.errors`` of the list (``attrs["errors"]`` of a Series).
+
+>>> rows = Rows.of(["red", "green"])
+>>> rows.prompt("Is {item} warm? ({index})", 1, {})
+'Is green warm? (1)'
+>>> out = rows.assemble({0: "yes"}, {1: "ServerError: boom"})
+>>> out, out.errors
+(['yes', None], {1: 'ServerError: boom'})
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+from ollama_magic.columns import result_columns
+from ollama_magic.errors import OllamaError
+from ollama_magic.interpolate import interpolate_report
+from ollama_magic.structured import OutputFormat
+
+__all__ = ["NOT_RUN", "Answers", "Row", "Rows", "error_text"]
+
+#: The error kept for a row the batch never got to (interrupted, or no server left).
+NOT_RUN = "not run yet (interrupted): run again with --resume / resume= to finish"
+
+
+def error_text(error: BaseException) -> str:
+    """A failed row's error as kept with it: one line, the error's name first."""
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return f"{type(error).__name__}: {' '.join(str(message).split())}"
+
+
+class Answers(list):  # type: ignore[type-arg]  # holds whatever the rows' answers are
+    """The answers for a list of items, in order; a failed item's answer is None.
+
+    Attributes:
+        errors: Position → the error of each failed or unfinished item.
+    """
+
+    def __init__(self, values: Iterable[Any] = (), errors: Mapping[int, str] | None = None) -> None:
+        super().__init__(values)
+        self.errors: dict[int, str] = dict(errors or {})
+
+    @property
+    def failures(self) -> list[tuple[int, str]]:
+        """(position, error) of each item without an answer."""
+        return sorted(self.errors.items())
+
+
+class Row(dict):  # type: ignore[type-arg]
+    """A DataFrame row for templates: ``{row.column}`` and ``{row[any column name]}``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Rows:
+    """A batch's input, row by row, and how its results go back."""
+
+    def __init__(
+        self,
+        kind: Literal["list", "series", "frame"],
+        source: Any,
+        labels: list[Any],
+        values: list[Any],
+        columns: list[Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.source = source
+        self.labels = labels
+        self.values = values
+        """The items (a DataFrame: each row's values as a tuple, in column order)."""
+        self.columns = columns or []
+
+    @classmethod
+    def of(cls, items: Any) -> Rows:
+        """The rows of a list (any iterable), a Series or a DataFrame.
+
+        Raises:
+            OllamaError: ``items`` is a string, a dict or not iterable.
+        """
+        kind = _pandas_kind(items)
+        if kind == "frame":
+            columns = list(items.columns)
+            values = list(items.itertuples(index=False, name=None))
+            return cls("frame", items, list(items.index), values, columns)
+        if kind == "series":
+            return cls("series", items, list(items.index), items.tolist())
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+            raise OllamaError(
+                f"A batch runs over a list, a pandas Series or a DataFrame, not a "
+                f"{type(items).__name__}.",
+                hint="Wrap a single text in a list: [text].",
+            )
+        values = list(items)
+        return cls("list", items, list(range(len(values))), values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def item(self, position: int) -> Any:
+        """What a callable template gets: the item, or a DataFrame's row as a :class:`Row`."""
+        value = self.values[position]
+        return Row(zip(self.columns, value, strict=True)) if self.kind == "frame" else value
+
+    def fields(self, position: int) -> dict[str, Any]:
+        """The names a template can use for this row."""
+        label = self.labels[position]
+        if self.kind != "frame":
+            return {"item": self.values[position], "index": label}
+        row = self.item(position)
+        named = {str(k): v for k, v in row.items() if str(k).isidentifier()}
+        return {**named, "row": row, "index": label}
+
+    def prompt(
+        self, template: str | Callable[[Any], str], position: int, namespace: Mapping[str, Any]
+    ) -> str:
+        """The prompt for one row: the template filled from the row, then the notebook."""
+        if callable(template):
+            return str(template(self.item(position)))
+        # The notebook's namespace is looked through, never copied (it may be large).
+        scope = collections.ChainMap(self.fields(position), namespace)  # type: ignore[arg-type]
+        return interpolate_report(template, scope).text
+
+    def check_template(self, template: str, namespace: Mapping[str, Any]) -> None:
+        """Refuse a template naming a field that is neither the row's nor the notebook's:
+        it would be sent as typed to every row.
+
+        Raises:
+            OllamaError: Saying which fields, and what the rows offer.
+        """
+        if not self.values:
+            return
+        fields = self.fields(0)
+        scope = collections.ChainMap(fields, namespace)  # type: ignore[arg-type]
+        undefined = interpolate_report(template, scope)
+        if not undefined.undefined:
+            return
+        names = ", ".join(f"{{{name}}}" for name in undefined.undefined)
+        offered = ", ".join(f"{{{name}}}" for name in list(fields)[:12])
+        raise OllamaError(
+            f"{names} is not a field of the rows nor a notebook variable (rows offer {offered}).",
+            hint="Fix the name, or write {{ and }} to send braces as typed.",
+        )
+
+    def assemble(
+        self,
+        results: Mapping[int, Any],
+        errors: Mapping[int, str],
+        *,
+        into: str = "answer",
+        output: OutputFormat | None = None,
+    ) -> Any:
+        """The results in the input's shape (see the module's docstring)."""
+        n = len(self.values)
+        values = [results.get(position) for position in range(n)]
+        if self.kind == "list":
+            return Answers(values, errors)
+        import pandas as pd
+
+        error_column = [errors.get(position) for position in range(n)]
+        index = self.source.index
+        if self.kind == "series" and (output is None or not _has_fields(output)):
+            series = pd.Series(values, index=index, name=into, dtype=_text_dtype(values, output))
+            series.attrs["errors"] = {self.labels[p]: text for p, text in errors.items()}
+            return series
+        columns = result_columns(values, output, into)
+        frame = self.source.copy() if self.kind == "frame" else pd.DataFrame(index=index)
+        for name, column in columns.items():
+            frame[name] = pd.Series(column, index=index)
+        frame["error"] = pd.Series(error_column, index=index, dtype=object)
+        return frame
+
+    def resume(
+        self, previous: Any, *, into: str = "answer", output: OutputFormat | None = None
+    ) -> tuple[dict[int, Any], set[int]]:
+        """From an earlier (partial) result for the same items: the answers to keep, by
+        position, and the positions still to do (failed or never run).
+
+        Raises:
+            OllamaError: ``previous`` is not a result for these items.
+        """
+        n = len(self.values)
+        mismatch = OllamaError(
+            "The result to resume from is not for these rows (its length or index differs).",
+            hint="Pass the result of the same batch over the same items (or drop --resume).",
+        )
+        if self.kind == "list":
+            if not isinstance(previous, Answers) or len(previous) != n:
+                raise mismatch
+            todo = set(previous.errors)
+            return {p: previous[p] for p in range(n) if p not in todo}, todo
+        kind = _pandas_kind(previous)
+        if kind is None or len(previous) != n or list(previous.index) != self.labels:
+            raise mismatch
+        if kind == "series":
+            failed = previous.attrs.get("errors", {})
+            todo = {p for p, label in enumerate(self.labels) if label in failed}
+            answers = previous.tolist()
+            return {p: answers[p] for p in range(n) if p not in todo}, todo
+        fields = _fields(output) if output is not None and _has_fields(output) else []
+        needed = [*(fields or [into]), "error"]
+        if any(name not in previous.columns for name in needed):
+            raise mismatch
+        errors = previous["error"].tolist()
+        todo = {p for p, error in enumerate(errors) if isinstance(error, str)}
+        if fields:
+            records = previous[fields].to_dict("records")
+            return {p: records[p] for p in range(n) if p not in todo}, todo
+        answers = previous[into].tolist()
+        return {p: answers[p] for p in range(n) if p not in todo}, todo
+
+
+def _pandas_kind(items: Any) -> str | None:
+    """ "frame" or "series" for pandas objects (pandas imported only when given one)."""
+    module = type(items).__module__
+    if not module.startswith("pandas"):
+        return None
+    import pandas as pd
+
+    if isinstance(items, pd.DataFrame):
+        return "frame"
+    if isinstance(items, pd.Series):
+        return "series"
+    return None
+
+
+def _has_fields(output: OutputFormat) -> bool:
+    return bool(_fields(output))
+
+
+def _fields(output: OutputFormat) -> list[str]:
+    """The top-level fields of an object schema (its typed columns), else none."""
+    fmt = output.format
+    if isinstance(fmt, dict) and fmt.get("type") == "object":
+        return list(fmt.get("properties") or {})
+    return []
+
+
+def _text_dtype(values: list[Any], output: OutputFormat | None) -> str | None:
+    """Plain answers are text: the string dtype (missing rows as NA), else pandas' choice."""
+    return "string" if output is None else None
