@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 from IPython.utils.capture import capture_output
 
-from ollama_magic.admin import COMMANDS
+from ollama_magic.magics import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
