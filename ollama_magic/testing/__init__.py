@@ -29,6 +29,9 @@ a real server's pace (about 25 tokens/s, two-second pulls; `--delay 0 --pull-sec
 instant answers), whereas `FakeOllama()` and the fixture are instant unless given
 `token_delay=` / `pull_seconds=`. `FakeOllama(compat="adapter")` (`--compat adapter`) imitates
 an "Ollama-compatible" proxy in front of another engine instead of the real server.
+`parallel=`, `answer_delay=` and `max_queue=` (`--parallel`, `--answer-delay`, `--max-queue`)
+give it a real server's scheduling, for batch workloads: a limit on the requests in progress,
+a fixed cost per answer, and a bounded line of waiting requests (503 "server busy" beyond).
 """
 
 from __future__ import annotations

@@ -158,12 +158,16 @@ def answer(handler: RequestHandler, record: RecordedRequest, context: Context) -
     plan = make_plan(handler.state, record, context)
     plan.prompt_tokens = prompt_tokens(context)
     prompt_count = len(plan.prompt_tokens) + len(context.request.get("context") or [])
-    timing = _Timing(prompt_count, time.perf_counter_ns() - prompt_started)
+    prompt_ns = time.perf_counter_ns() - prompt_started
     fault = plan.fault
     handler.load(fault.load_delay)
     if fault.is_http_error:
         handler.apply_http_fault(fault)
         return
+    # The server's fixed cost per answer, as prompt evaluation (a client leaving ends it).
+    evaluating = time.perf_counter_ns()
+    handler.load(handler.state.answer_delay)
+    timing = _Timing(prompt_count, prompt_ns + time.perf_counter_ns() - evaluating)
     if fault.reset_connection:
         handler.reset_pending = True  # answer normally, then reset this keep-alive connection
     # Dropped thinking is still generated (it counts as evaluated tokens) but never sent.

@@ -15,7 +15,7 @@ import socketserver
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -316,6 +316,23 @@ class RequestHandler(BaseHTTPRequestHandler):
         while (left := deadline - time.monotonic()) > 0:
             self.pause(min(left, 0.02))
             self.check_client()
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the server's slots for the work inside, waiting in line for one first.
+
+        Raises:
+            ApiError: 503 when the line is full.
+            ClientGone: the client left while waiting.
+            Aborted: the server is stopping.
+        """
+        slots = self.state.slots  # released to these, even if the server restarts meanwhile
+        if not slots.acquire(self.check_client):
+            raise Aborted
+        try:
+            yield
+        finally:
+            slots.release()
 
     def check_client(self) -> None:
         """Raise ClientGone if the client has closed its end (EOF pending on the socket)."""

@@ -1,4 +1,8 @@
-"""Embedding endpoints: /api/embed (vectors for inputs) and the legacy /api/embeddings."""
+"""Embedding endpoints: /api/embed (vectors for inputs) and the legacy /api/embeddings.
+
+Computing the vectors holds one of the server's slots; a request with nothing to embed
+(which only loads the model) does not take one.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from ollama_magic.testing.connection import RequestHandler
 from ollama_magic.testing.decoding import check_options, decode_request
 from ollama_magic.testing.gojson import go_quote
 from ollama_magic.testing.records import RecordedRequest
-from ollama_magic.testing.replies import count_tokens, embedding, normalize
+from ollama_magic.testing.replies import count_tokens
+from ollama_magic.testing.vectors import embedding, normalize
 from ollama_magic.testing.wire import ApiError, keep_alive_ns
 
 
@@ -51,13 +56,14 @@ def embed(handler: RequestHandler, record: RecordedRequest, started: int) -> Non
     if not inputs:
         handler.respond_json(200, {"model": name, "embeddings": []})
         return
-    counts = [count_tokens(text) for text in inputs]
-    if request.get("truncate") is False and max(counts) > spec.context_length:
-        raise ApiError(400, "the input length exceeds the context length")
-    vectors = [embedding(spec.name, text, spec.embedding_length) for text in inputs]
-    dimensions = request.get("dimensions", 0)
-    if 0 < dimensions < spec.embedding_length:
-        vectors = [normalize(vector[:dimensions]) for vector in vectors]
+    with handler.slot():
+        counts = [count_tokens(text) for text in inputs]
+        if request.get("truncate") is False and max(counts) > spec.context_length:
+            raise ApiError(400, "the input length exceeds the context length")
+        vectors = [embedding(spec.name, text, spec.embedding_length) for text in inputs]
+        dimensions = request.get("dimensions", 0)
+        if 0 < dimensions < spec.embedding_length:
+            vectors = [normalize(vector[:dimensions]) for vector in vectors]
     finished = time.perf_counter_ns()
     handler.respond_json(
         200,
@@ -81,5 +87,9 @@ def embeddings(handler: RequestHandler, record: RecordedRequest, started: int) -
     options = check_options(request.get("options") or {})
     handler.state.touch_loaded(spec, keep_alive, options.get("num_ctx"))
     prompt = request.get("prompt", "")
-    vector = embedding(spec.name, prompt, spec.embedding_length) if prompt else []
+    if not prompt:
+        handler.respond_json(200, {"embedding": []})
+        return
+    with handler.slot():
+        vector = embedding(spec.name, prompt, spec.embedding_length)
     handler.respond_json(200, {"embedding": vector})

@@ -1,7 +1,7 @@
 """`/api/generate` and `/api/chat`: the request checked in the server's order, then answered.
 
 Load and unload requests are answered here; anything else becomes a `Context` that
-`planning` turns into a plan and `answering` sends.
+`planning` turns into a plan and `answering` sends, holding one of the server's slots.
 """
 
 from __future__ import annotations
@@ -61,14 +61,16 @@ def generate(handler: RequestHandler, record: RecordedRequest, started: int) -> 
     """`POST /api/generate`."""
     context = _validate(handler, record, started, chat=False)
     if context is not None:
-        answer(handler, record, context)
+        with handler.slot():
+            answer(handler, record, context)
 
 
 def chat(handler: RequestHandler, record: RecordedRequest, started: int) -> None:
     """`POST /api/chat`."""
     context = _validate(handler, record, started, chat=True)
     if context is not None:
-        answer(handler, record, context)
+        with handler.slot():
+            answer(handler, record, context)
 
 
 def _single(context_chat: bool, model: str, reason: str) -> dict[str, Any]:

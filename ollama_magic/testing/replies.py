@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import random
 import re
-import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from ollama_magic.testing.records import RecordedRequest
@@ -300,39 +296,3 @@ def token_logprobs(token: str, top: int, seed: object) -> dict[str, Any]:
             tops.append({"token": alt, "logprob": value, "bytes": list(alt.encode())})
         entry["top_logprobs"] = tops
     return entry
-
-
-@lru_cache(maxsize=8192)
-def _word_vector(model: str, word: str, dims: int) -> tuple[float, ...]:
-    rng = random.Random(stable_hash("embed", model, word))
-    return tuple(rng.gauss(0.0, 1.0) for _ in range(dims))
-
-
-def _float32(value: float) -> float:
-    """Round to float32 and keep the shortest decimal that round-trips, as Go prints it."""
-    exact: float = struct.unpack("f", struct.pack("f", value))[0]
-    for digits in range(6, 10):
-        short = float(f"{exact:.{digits}g}")
-        if struct.unpack("f", struct.pack("f", short))[0] == exact:
-            return short
-    return exact
-
-
-def embedding(model: str, text: str, dims: int) -> list[float]:
-    """A deterministic, L2-normalised embedding.
-
-    Texts that share words get similar vectors (a bag of pseudo-random word vectors), so
-    similarity-search demos behave sensibly.
-    """
-    words = re.findall(r"\w+", text.lower()) or [text]
-    total = [0.0] * dims
-    for word in words:
-        for i, x in enumerate(_word_vector(model, word, dims)):
-            total[i] += x
-    return normalize(total)
-
-
-def normalize(vector: Sequence[float]) -> list[float]:
-    """L2-normalise *vector* (float32 precision, like the server)."""
-    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
-    return [_float32(x / norm) for x in vector]

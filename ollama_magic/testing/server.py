@@ -16,6 +16,7 @@ from ollama_magic.testing.connection import FakeHTTPServer
 from ollama_magic.testing.records import RecordedRequest
 from ollama_magic.testing.replies import Fault, Reply, ReplyCallable, ReplyRule
 from ollama_magic.testing.routes import ROUTES_BY_COMPAT
+from ollama_magic.testing.slots import DEFAULT_MAX_QUEUE
 from ollama_magic.testing.state import FaultRule, ServerState
 
 __all__ = ["HOST", "FakeOllama", "RecordedRequest", "port_is_free"]
@@ -35,6 +36,8 @@ class FakeOllama:
     By default it answers instantly, as tests want. `token_delay` and `pull_seconds` give it the
     pace of a real server (the command line does: about 25 tokens/s, two-second pulls), so
     streaming and progress can be watched; faults injected later apply on top of that pace.
+    `parallel`, `answer_delay` and `max_queue` give it a real server's scheduling: a fixed cost
+    per answer, a limit on requests in progress, and a bounded line of requests waiting.
 
     Args:
         port: TCP port to listen on; 0 picks a free one.
@@ -49,9 +52,20 @@ class FakeOllama:
             `{"error": "model 'NAME' not found"}`; answers carry `Fault(stats="words")` and
             `Fault(drop=("logprobs", "thinking", "done_reason"))` (an injected fault's own
             `stats` wins, its `drop` adds to these).
+        parallel: like `OLLAMA_NUM_PARALLEL`: at most this many /api/generate, /api/chat,
+            /api/embed and /api/embeddings requests are worked on at once; the others wait
+            for a slot in arrival order (None: no limit, nothing waits). Load and unload
+            requests (no prompt) take no slot.
+        answer_delay: seconds each /api/generate and /api/chat answer (streamed or not) takes
+            before its first token, holding its slot, as prompt evaluation does; 0.05 is a
+            fixed 50 ms per answer, on top of `token_delay`. Not for load or unload requests.
+        max_queue: like `OLLAMA_MAX_QUEUE`: a request that arrives while this many wait for a
+            slot gets 503 `server busy, please try again.  maximum pending requests exceeded`
+            (only with *parallel*).
 
     Raises:
-        ValueError: for a negative delay or duration, or an unknown *compat*.
+        ValueError: for a negative delay or duration, an unknown *compat*, a *parallel* below
+            1, or a negative *max_queue*.
     """
 
     def __init__(
@@ -61,14 +75,24 @@ class FakeOllama:
         token_delay: float = 0.0,
         pull_seconds: float = 0.0,
         compat: str = OLLAMA,
+        parallel: int | None = None,
+        answer_delay: float = 0.0,
+        max_queue: int = DEFAULT_MAX_QUEUE,
     ) -> None:
-        if token_delay < 0 or pull_seconds < 0:
-            raise ValueError("token_delay and pull_seconds must not be negative")
+        if token_delay < 0 or pull_seconds < 0 or answer_delay < 0:
+            raise ValueError("token_delay, pull_seconds and answer_delay must not be negative")
+        if parallel is not None and parallel < 1:
+            raise ValueError(f"parallel must be at least 1 (or None for no limit), not {parallel}")
+        if max_queue < 0:
+            raise ValueError(f"max_queue must not be negative, not {max_queue}")
         self._port = port
         self._state = ServerState(
             token_delay=float(token_delay),
             pull_seconds=float(pull_seconds),
             compat=check_mode(compat),
+            parallel=parallel,
+            answer_delay=float(answer_delay),
+            max_queue=max_queue,
         )
         self._httpd: FakeHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -85,6 +109,7 @@ class FakeOllama:
             return self
         state = self._state
         state.stopping.clear()
+        state.open_slots()
         self._httpd = FakeHTTPServer((HOST, self._port), state, ROUTES_BY_COMPAT[state.compat])
         self._thread = threading.Thread(
             target=self._httpd.serve_until,
@@ -105,6 +130,7 @@ class FakeOllama:
         if httpd is None:
             return
         self._state.stopping.set()  # interrupts token delays and ends streams
+        self._state.slots.close()  # and sends requests waiting for a slot away
         # Wake the accept loop; it sees the event and exits.
         with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 1.0):
             pass
@@ -150,6 +176,32 @@ class FakeOllama:
     def pull_seconds(self) -> float:
         """About how long a pull takes (0: instant)."""
         return self._state.pull_seconds
+
+    @property
+    def parallel(self) -> int | None:
+        """At most this many answers and embeddings at once (None: no limit)."""
+        return self._state.parallel
+
+    @property
+    def answer_delay(self) -> float:
+        """Seconds each answer takes before its first token (0: none)."""
+        return self._state.answer_delay
+
+    @property
+    def max_queue(self) -> int:
+        """At most this many requests wait for a slot; one more gets 503."""
+        return self._state.max_queue
+
+    @property
+    def peak_running(self) -> int:
+        """The most answers and embeddings that were in progress at once, since `start()` or
+        `reset()`."""
+        return self._state.slots.peak
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot now."""
+        return self._state.slots.waiting
 
     @property
     def compat(self) -> str:
@@ -263,7 +315,8 @@ class FakeOllama:
         self._state.clear_faults()
 
     def reset(self) -> None:
-        """Back to a fresh server: default models, no replies or faults, empty request log."""
+        """Back to a fresh server: default models, no replies or faults, empty request log,
+        `peak_running` counted afresh."""
         self._state.reset()
 
     # -- request log -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What a stand-in server knows and remembers: models, replies, faults and the request log.
+"""What a stand-in server knows and remembers: models, replies, faults, slots, request log.
 
 `FakeOllama` configures one `ServerState`; the request handlers read and change it. Every method
 takes the state's lock, because each connection is served by its own thread.
@@ -23,6 +23,7 @@ from ollama_magic.testing.catalog import (
 from ollama_magic.testing.compat import answer_fault
 from ollama_magic.testing.records import RecordedRequest
 from ollama_magic.testing.replies import Fault, Reply, ReplyRule
+from ollama_magic.testing.slots import DEFAULT_MAX_QUEUE, Slots
 from ollama_magic.testing.wire import ApiError, rfc3339nano
 
 logger = logging.getLogger("ollama_magic.testing")
@@ -58,16 +59,37 @@ class ServerState:
         token_delay: seconds before each generated token (the server's own pace).
         pull_seconds: about how long a pull of a missing model takes.
         compat: "ollama" or "adapter" (already checked).
+        parallel: at most this many answers and embeddings at once (None: no limit).
+        answer_delay: seconds of prompt evaluation before each answer's first token.
+        max_queue: at most this many requests waiting for a slot.
     """
 
-    def __init__(self, *, token_delay: float, pull_seconds: float, compat: str) -> None:
+    def __init__(
+        self,
+        *,
+        token_delay: float,
+        pull_seconds: float,
+        compat: str,
+        parallel: int | None = None,
+        answer_delay: float = 0.0,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
         self.token_delay = token_delay
         self.pull_seconds = pull_seconds
         self.compat = compat
+        self.parallel = parallel
+        self.answer_delay = answer_delay
+        self.max_queue = max_queue
         self.lock = threading.RLock()
         # Set while the server stops: waits end early and handlers abandon their requests.
         self.stopping = threading.Event()
+        self.slots = Slots(parallel, max_queue)
         self.reset()
+
+    def open_slots(self) -> None:
+        """Fresh slots for a serving run (a request left over from an earlier run, still
+        finishing, hands its slot back to the old ones)."""
+        self.slots = Slots(self.parallel, self.max_queue)
 
     def reset(self) -> None:
         """Back to a fresh server: default models, no replies or faults, empty request log."""
@@ -78,6 +100,7 @@ class ServerState:
             self._faults: list[FaultRule] = []
             self._requests: list[RecordedRequest] = []
             self._loaded: dict[str, _Loaded] = {}
+        self.slots.reset_peak()
 
     # -- configuration ---------------------------------------------------------------------
 
