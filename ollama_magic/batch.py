@@ -32,6 +32,7 @@ __all__ = [
     "BatchRun",
     "BatchStatus",
     "HostStatus",
+    "busy",
     "default_concurrency",
     "run_batch",
 ]
@@ -138,14 +139,15 @@ class BatchRun(Generic[R]):
     """Why the batch stopped early (every server went away), if it did."""
 
 
-def _leaves_host(error: BaseException) -> bool:
-    """Whether ``error`` says the server went away, rather than that this row failed."""
-    return isinstance(error, OllamaError) and error.lost_connection
+def busy(error: BaseException) -> bool:
+    """HTTP 503 (Ollama's queue is full, or a proxy's backend is busy): the row waits and goes
+    again, to this server or another."""
+    return isinstance(error, ServerError) and error.status_code == 503
 
 
-def _busy(error: BaseException) -> bool:
-    """HTTP 503 "server busy": the queue is full, so the row waits and goes again."""
-    return isinstance(error, ServerError) and "server busy" in error.message
+#: Times in a row a server may answer 503 before its rows count as failed (about a minute of
+#: waiting, doubling up to 2 s): a proxy that always answers 503 must not stall the batch.
+MAX_BUSY = 30
 
 
 class _Runner(Generic[R]):
@@ -191,8 +193,9 @@ class _Runner(Generic[R]):
             try:
                 value = self.send(position, client, stop)
             except Exception as error:
-                self._failed(position, host, error, stop)
-                if _busy(error):
+                waits = busy(error) and busy_waits < MAX_BUSY
+                self._failed(position, host, error, stop, waits=waits)
+                if waits:
                     busy_waits += 1
                     # The server's queue is full: wait (longer each time), then go on.
                     self.stopping.wait(min(2.0, 0.05 * 2**busy_waits) * random.uniform(0.5, 1))
@@ -218,20 +221,20 @@ class _Runner(Generic[R]):
                 self.status.preview.append(shown)
 
     def _failed(
-        self, position: int, host: HostStatus, error: Exception, stop: Cancellation
+        self, position: int, host: HostStatus, error: Exception, stop: Cancellation, *, waits: bool
     ) -> None:
         with self.lock:
             host.running -= 1
             if stop.cancelled or self.stopping.is_set():
                 self.queue.appendleft(position)  # interrupted, not failed: it is still to do
-            elif _leaves_host(error) or _busy(error):
-                self.queue.appendleft(position)  # for another server (or this one, later)
-                if not _busy(error):
-                    host.requeued += 1
-                    if not host.down:
-                        host.down = getattr(error, "message", str(error))
-                        assert isinstance(error, OllamaError)
-                        self.last_host_error = error
+            elif waits:
+                self.queue.appendleft(position)  # for this server a little later, or another
+            elif isinstance(error, OllamaError) and error.lost_connection:
+                self.queue.appendleft(position)  # the server went away: for the others
+                host.requeued += 1
+                if not host.down:
+                    host.down = error.message
+                    self.last_host_error = error
             else:
                 self.run.errors[position] = error
                 host.failed += 1

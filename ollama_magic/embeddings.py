@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ollama_magic.batch import BatchProgress, BatchStatus, run_batch
+from ollama_magic.batch import BatchProgress, BatchStatus, busy, run_batch
 from ollama_magic.client import Client
-from ollama_magic.errors import ModelNotFound, OllamaError, ServerError, quiet_interrupt
+from ollama_magic.errors import ModelNotFound, OllamaError, quiet_interrupt
 from ollama_magic.options import check_options
 from ollama_magic.progress import progress_view
 from ollama_magic.rows import Rows
@@ -110,8 +110,8 @@ class _Run(BatchProgress):
             with self.lock:
                 if getattr(error, "lost_connection", False):
                     self.moved[client.host] += len(chunk)  # the engine gives it to another
-                # 503 "server busy" goes back in the engine's queue: not failed either.
-                elif not (isinstance(error, ServerError) and "server busy" in error.message):
+                # A 503 goes back in the engine's queue: not failed either.
+                elif not busy(error):
                     self.failed[client.host] += len(chunk)
                     self.error = self.error or error
             raise

@@ -144,6 +144,14 @@ def response_error(
             hint="Wait a little and try again.",
             **kwargs,
         )
+    if status == 503 and "maximum pending requests" in message:
+        # Not a failure: OLLAMA_MAX_QUEUE requests are already waiting for a slot.
+        return ServerError(
+            f"{host} is busy: its queue of waiting requests is full (HTTP 503): {message}",
+            hint="Try again in a moment, or send fewer at once (--concurrency, or raise "
+            "OLLAMA_MAX_QUEUE on the server).",
+            **kwargs,
+        )
     if status == 499:
         return ServerError(
             f"The request was cancelled before the model answered (HTTP 499): {message}",
