@@ -397,7 +397,7 @@ class Client:
         for attempt in (1, 2):
             try:
                 with bind(cancel) as binding:
-                    response = self._session.request(
+                    response = self._session.send_once(
                         method,
                         url,
                         data=data,

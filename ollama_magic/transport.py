@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import requests
 import requests.adapters
+import requests.cookies
 import urllib3
 import urllib3.connection
 
@@ -317,6 +318,8 @@ class Session(requests.Session):
         if api_key["OLLAMA_API_KEY"] and "authorization" not in merged:
             merged["authorization"] = f"Bearer {api_key['OLLAMA_API_KEY']}"
         self._private = set(merged)  # the user's: kept from other hosts
+        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._prepared: dict[tuple[str, str], requests.PreparedRequest] = {}
         for prefix in ("http://", "https://"):
             # A batch keeps up to 64 requests in flight per server; with requests' default
             # of 10 pooled connections the rest would be closed after each answer (and
@@ -333,6 +336,56 @@ class Session(requests.Session):
             }
         )
         self.headers.update(merged)
+
+    def send_once(
+        self, method: str, url: str, *, data: bytes | None, stream: bool, timeout: Any
+    ) -> requests.Response:
+        """``Session.request`` without the work a client of one server repeats for nothing.
+
+        The request is prepared once per method and URL (headers, credentials, a .netrc
+        entry) and sent with the adapter, as ``Session.send`` would; a redirect is followed
+        as ``Session.send`` follows it (private headers kept from other hosts), and once a
+        proxy sets a cookie, requests go the full way so that it is sent back. It saves about
+        a third of a small request's CPU, which a batch of thousands feels.
+        """
+        if self.cookies:
+            return self.request(method, url, data=data, stream=stream, timeout=timeout)
+        key = (method, url)
+        template = self._prepared.get(key)
+        if template is None:
+            template = self.prepare_request(requests.Request(method, url))
+            self._prepared[key] = template
+        prepared = template.copy()
+        prepared.prepare_body(data, None)
+        settings = self.merge_environment_settings(url, {}, stream, None, None)
+        response = self.get_adapter(url).send(prepared, timeout=timeout, **settings)
+        if "set-cookie" in response.headers:
+            requests.cookies.extract_cookies_to_jar(self.cookies, prepared, response.raw)
+        if response.is_redirect:
+            # Followed as Session.send does (rebuild_auth drops private headers per hop).
+            hops = list(self.resolve_redirects(response, prepared, timeout=timeout, **settings))
+            if hops:
+                *history, response = [response, *hops]
+                response.history = history
+        return response
+
+    def merge_environment_settings(
+        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        """requests' proxy and CA settings from the environment, looked up once per server.
+
+        requests scans the whole environment twice per request (proxies and their bypass
+        list): about as much CPU as the rest of a small request, and a batch sends thousands.
+        A client talks to one server, so the answer is kept for the session's life.
+        """
+        parts = urllib.parse.urlsplit(url.decode() if isinstance(url, bytes) else url or "")
+        key = (parts.scheme, parts.netloc, repr(proxies), stream, verify, cert)
+        settings = self._environment.get(key)
+        if settings is None:
+            given = url.decode() if isinstance(url, bytes) else url or ""
+            settings = super().merge_environment_settings(given, proxies, stream, verify, cert)
+            self._environment[key] = settings
+        return dict(settings)
 
     def rebuild_auth(self, prepared_request: Any, response: requests.Response) -> None:
         super().rebuild_auth(prepared_request, response)
