@@ -165,9 +165,18 @@ def answer(handler: RequestHandler, record: RecordedRequest, context: Context) -
         handler.apply_http_fault(fault)
         return
     # The server's fixed cost per answer, as prompt evaluation (a client leaving ends it).
+    # Counted from the request's arrival (less its wait in line), so that the stand-in's own
+    # work is inside it, as a real server's (microseconds in Go) would be: "50 ms per answer"
+    # is 50 ms.
     evaluating = time.perf_counter_ns()
-    handler.load(handler.state.answer_delay)
-    timing = _Timing(prompt_count, prompt_ns + time.perf_counter_ns() - evaluating)
+    # The work after it (building and writing the answer) is measured and left out too.
+    state = handler.state
+    spent = time.monotonic() - handler.slot_started if handler.slot_started else 0.0
+    handler.load(state.answer_delay - spent - state.answer_overhead)
+    evaluated_at = time.monotonic()
+    evaluated = prompt_ns + time.perf_counter_ns() - evaluating
+    # The fixed cost is the prompt's evaluation, however much of it the stand-in's work took.
+    timing = _Timing(prompt_count, max(evaluated, int(handler.state.answer_delay * 1e9)))
     if fault.reset_connection:
         handler.reset_pending = True  # answer normally, then reset this keep-alive connection
     # Dropped thinking is still generated (it counts as evaluated tokens) but never sent.
@@ -186,6 +195,10 @@ def answer(handler: RequestHandler, record: RecordedRequest, context: Context) -
             _stream(handler, context, plan, timing, events, final_text)
         else:
             _collect(handler, context, plan, timing, events, final_text)
+        if state.answer_delay and not state.token_delay and not fault.delay:
+            # A running average, capped: one slow write must not shorten the next answers.
+            spent_after = min(time.monotonic() - evaluated_at, state.answer_delay / 4)
+            state.answer_overhead += (spent_after - state.answer_overhead) * 0.2
     finally:
         release(handler, context)  # also when the answer failed part way
 

@@ -127,6 +127,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         super().setup()
         self.server.track(self.connection)
         self.reset_pending = False  # a reset_connection fault: reset on the next request
+        self.received = 0.0  # when the request in hand arrived (time.monotonic)
+        self.slot_started = 0.0  # its arrival plus its wait for a slot (time.monotonic)
         self.closed = False
         self.record = RecordedRequest("", "", Headers(), None, b"")
 
@@ -180,6 +182,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def dispatch(self) -> None:
         """Record the request, route it, and turn exceptions into responses."""
         started = time.perf_counter_ns()
+        self.received = time.monotonic()
         path = urlsplit(self.path).path
         try:
             raw = self.read_body()
@@ -327,8 +330,11 @@ class RequestHandler(BaseHTTPRequestHandler):
             Aborted: the server is stopping.
         """
         slots = self.state.slots  # released to these, even if the server restarts meanwhile
+        asked = time.monotonic()
         if not slots.acquire(self.check_client):
             raise Aborted
+        # The answer's fixed cost counts from its arrival, less the time it waited in line.
+        self.slot_started = self.received + (time.monotonic() - asked)
         try:
             yield
         finally:

@@ -57,8 +57,9 @@ class FakeOllama:
             for a slot in arrival order (None: no limit, nothing waits). Load and unload
             requests (no prompt) take no slot.
         answer_delay: seconds each /api/generate and /api/chat answer (streamed or not) takes
-            before its first token, holding its slot, as prompt evaluation does; 0.05 is a
-            fixed 50 ms per answer, on top of `token_delay`. Not for load or unload requests.
+            from getting its slot to its first token, as prompt evaluation does (the
+            stand-in's own work counts in it); 0.05 is a fixed 50 ms per answer, on top of
+            `token_delay`. Not for load or unload requests.
         max_queue: like `OLLAMA_MAX_QUEUE`: a request that arrives while this many wait for a
             slot gets 503 `server busy, please try again.  maximum pending requests exceeded`
             (only with *parallel*).

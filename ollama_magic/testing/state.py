@@ -79,6 +79,9 @@ class ServerState:
         self.compat = compat
         self.parallel = parallel
         self.answer_delay = answer_delay
+        self.answer_overhead = 0.0
+        """Seconds the stand-in itself spends on an answer after its fixed cost (a running
+        average), taken off the next answers' delay so that the cost is what was asked for."""
         self.max_queue = max_queue
         self.lock = threading.RLock()
         # Set while the server stops: waits end early and handlers abandon their requests.
