@@ -15,7 +15,6 @@ waits and repaints the progress a few times a second, so Ctrl-C reaches it at on
 from __future__ import annotations
 
 import collections
-import contextlib
 import random
 import threading
 import time
@@ -167,7 +166,10 @@ class _Runner(Generic[R]):
         self.status = status
         self.run: BatchRun[R] = BatchRun(status)
         self.lock = threading.Lock()
-        self.changed = threading.Event()
+        self.ended = threading.Event()
+        """Set when the last worker returned (the main thread waits on it, not on each row:
+        a wake-up per row would cost the kernel more than the row's own bookkeeping)."""
+        self.working = 0
         self.stopping = threading.Event()
         self.in_flight: dict[int, Cancellation] = {}
         self.hosts = {id(client): HostStatus(client.host) for client in clients}
@@ -184,6 +186,15 @@ class _Runner(Generic[R]):
             return position
 
     def worker(self, client: Client) -> None:
+        try:
+            self._work(client)
+        finally:
+            with self.lock:
+                self.working -= 1
+                if not self.working:
+                    self.ended.set()
+
+    def _work(self, client: Client) -> None:
         host = self.hosts[id(client)]
         busy_waits = 0
         while (position := self.take(host)) is not None:
@@ -206,7 +217,6 @@ class _Runner(Generic[R]):
             finally:
                 with self.lock:
                     self.in_flight.pop(position, None)
-                self.changed.set()
 
     def _answered(self, position: int, host: HostStatus, value: R) -> None:
         shown = None
@@ -286,21 +296,17 @@ def run_batch(
         for client in clients
     ]
     started = time.monotonic()
+    runner.working = len(threads)
     try:
         for thread in threads:
             thread.start()
         frame = 1.0 / fps
-        next_frame = started + frame
-        while any(thread.is_alive() for thread in threads):
-            # Wake on each row (to notice the end at once), repaint at most fps times a second.
-            runner.changed.wait(max(0.0, next_frame - time.monotonic()))
-            runner.changed.clear()
-            now = time.monotonic()
-            if now >= next_frame:
-                status.elapsed = now - started
-                progress.update(status)
-                next_frame = now + frame
-            _join_finished(threads)
+        # Repaint fps times a second until the last worker ends (noticed at once).
+        while not runner.ended.wait(frame):
+            status.elapsed = time.monotonic() - started
+            progress.update(status)
+        for thread in threads:
+            thread.join()
     except KeyboardInterrupt as interruption:
         runner.run.interruption = interruption
         runner.stop()
@@ -328,12 +334,3 @@ def run_batch(
         status.state = "finished"
     progress.finish(status)
     return run
-
-
-def _join_finished(threads: list[threading.Thread]) -> None:
-    """Reap threads that ended (so ``is_alive`` checks stay few)."""
-    for thread in list(threads):
-        if not thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                thread.join()
-            threads.remove(thread)

@@ -54,6 +54,8 @@ class Interpolation:
     """The fields replaced by values, as written (``name``, ``df.shape``), first use order."""
     undefined: tuple[str, ...] = ()
     """Fields whose name is not defined in the namespace: sent as typed."""
+    unformatted: tuple[str, ...] = ()
+    """Fields whose name is defined but that did not fill (``{row.typo}``, ``{xs[9]}``)."""
 
 
 def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
@@ -70,6 +72,7 @@ def interpolate_report(text: str, namespace: Mapping[str, Any]) -> Interpolation
     """
     filled: dict[str, None] = {}
     undefined: dict[str, None] = {}
+    unformatted: dict[str, None] = {}
     out: list[str] = []
     opened: list[bool] = []  # for each open literal brace: was it written "{{"?
     i, n = 0, len(text)
@@ -92,6 +95,8 @@ def interpolate_report(text: str, namespace: Mapping[str, Any]) -> Interpolation
                 continue
             if match and _root(match) not in namespace and not text[:i].endswith(_NOT_NOTED_AFTER):
                 undefined[match.group("field")] = None
+            elif match and _root(match) in namespace:
+                unformatted[match.group("field")] = None
             opened.append(False)
             out.append("{")
             i += 1
@@ -113,7 +118,7 @@ def interpolate_report(text: str, namespace: Mapping[str, Any]) -> Interpolation
             while i < n and text[i] not in "{}":
                 i += 1
             out.append(text[start:i])
-    return Interpolation("".join(out), tuple(filled), tuple(undefined))
+    return Interpolation("".join(out), tuple(filled), tuple(undefined), tuple(unformatted))
 
 
 def _root(match: re.Match[str]) -> str:

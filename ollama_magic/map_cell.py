@@ -82,14 +82,14 @@ def map_cell(
         namespace=namespace,
         request_fields=request_fields,
     )
-    if args.dry_run:
-        _show_dry_run(batch, workspace)
-        return
     resume = None
     if args.resume:
         if args.out not in namespace:
             raise UsageError(f"--resume: there is no {args.out} yet; run without --resume first.")
         resume = namespace[args.out]
+    if args.dry_run:
+        _show_dry_run(batch, workspace, resume)
+        return
     view = progress_view(rich=rich, quiet=args.quiet)
     result, run = batch.run(view, resume=resume, fps=min(workspace.fps, 4.0))
     namespace[args.out] = result
@@ -119,15 +119,15 @@ def _lookup(expression: str, namespace: Mapping[str, Any]) -> Any:
     return value
 
 
-def _show_dry_run(batch: Batch, workspace: Workspace) -> None:
+def _show_dry_run(batch: Batch, workspace: Workspace, resume: Any) -> None:
     """The first requests and how many would be sent where; nothing is sent."""
-    requests = batch.dry_run()
-    count, servers = len(batch.rows), len(batch.clients)
+    requests, count = batch.dry_run(resume)
+    servers = len(batch.clients)
     per = workspace.batch_concurrency(batch.concurrency)
     where = f"{servers} servers" if servers > 1 else "1 server"
     note = (
         f"Dry run: nothing was sent. {count:,} requests would go to {where}, {per} at a time "
-        f"each; the first {len(requests)}:"
+        f"each" + (f"; the first {len(requests)}:" if requests else ".")
     )
     texts = [request.to_json() for request in requests]
     html = "".join(render_markdown(f"```json\n{text}\n```") for text in texts)

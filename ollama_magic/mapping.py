@@ -14,7 +14,7 @@ against the schema with ``retries`` per row, and collected; the batch engine kee
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,9 @@ class Batch:
         self.clients = self.workspace.batch_clients(self.hosts)
         if isinstance(self.template, str):
             self.rows.check_template(self.template, self.namespace)
+            if len(self.rows):
+                # Bad options or fields fail here, once, not in every row's worker.
+                self.request(0, self.clients[0], choose_model=False)
 
     def request(self, position: int, client: Client, *, choose_model: bool = True) -> Request:
         """The request for one row, built by the workspace as a cell's is."""
@@ -107,12 +110,21 @@ class Batch:
                 + ("" if several else "or pick another model with -m."),
             )
 
-    def dry_run(self) -> list[Request]:
-        """The first rows' requests, as they would be sent."""
-        count = min(DRY_RUN_ROWS, len(self.rows))
+    def dry_run(self, resume: Any = None) -> tuple[list[Request], int]:
+        """The first requests, as they would be sent, and how many there would be (with
+        ``resume``: only the rows that result lacks)."""
+        positions = self.todo(resume)[1]
         return [
-            self.request(position, self.clients[0], choose_model=False) for position in range(count)
-        ]
+            self.request(position, self.clients[0], choose_model=False)
+            for position in positions[:DRY_RUN_ROWS]
+        ], len(positions)
+
+    def todo(self, resume: Any = None) -> tuple[dict[int, Any], list[int]]:
+        """The answers kept from ``resume`` by position, and the positions still to send."""
+        if resume is None:
+            return {}, list(builtins.range(len(self.rows)))
+        kept, missing = self.rows.resume(resume, into=self.into, output=self.output)
+        return kept, sorted(missing)
 
     def run(
         self,
@@ -124,12 +136,7 @@ class Batch:
     ) -> tuple[Any, BatchRun[Any]]:
         """Run every row (only the missing ones when resuming); the result in the input's
         shape and the run. Unfinished rows are marked in the result, never raised here."""
-        kept: dict[int, Any] = {}
-        todo: Iterable[int] = builtins.range(len(self.rows))
-        if resume is not None:
-            kept, missing = self.rows.resume(resume, into=self.into, output=self.output)
-            todo = sorted(missing)
-        positions = list(todo)
+        kept, positions = self.todo(resume)
         if positions and check_servers:
             self.check_servers()
         run = run_batch(
@@ -241,7 +248,7 @@ def map(  # ollama_magic.map, as the product names it
         },
     )
     if dry_run:
-        return batch.dry_run()
+        return batch.dry_run(resume)[0]
     view = progress_view(rich=None, quiet=not progress)
     result, run = batch.run(
         view, resume=resume, fps=min(workspace.fps, 4.0), check_servers=check_servers

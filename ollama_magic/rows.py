@@ -133,8 +133,8 @@ class Rows:
         return interpolate_report(template, scope).text
 
     def check_template(self, template: str, namespace: Mapping[str, Any]) -> None:
-        """Refuse a template naming a field that is neither the row's nor the notebook's:
-        it would be sent as typed to every row.
+        """Refuse a template whose field names nothing the rows or the notebook have
+        (``{colum}``, ``{row.typo}``): it would be sent as typed to every row.
 
         Raises:
             OllamaError: Saying which fields, and what the rows offer.
@@ -143,13 +143,18 @@ class Rows:
             return
         fields = self.fields(0)
         scope = collections.ChainMap(fields, namespace)  # type: ignore[arg-type]
-        undefined = interpolate_report(template, scope)
-        if not undefined.undefined:
+        report = interpolate_report(template, scope)
+        missing = [*report.undefined, *report.unformatted]
+        if not missing:
             return
-        names = ", ".join(f"{{{name}}}" for name in undefined.undefined)
-        offered = ", ".join(f"{{{name}}}" for name in list(fields)[:12])
+        names = ", ".join(f"{{{name}}}" for name in missing)
+        offered = [f"{{{name}}}" for name in list(fields)[:12]]
+        if self.kind == "frame":
+            offered.append("{row[" + "column name" + "]}")
+        verb = "names" if len(missing) == 1 else "name"
         raise OllamaError(
-            f"{names} is not a field of the rows nor a notebook variable (rows offer {offered}).",
+            f"{names} {verb} nothing in the rows or the notebook (rows offer "
+            f"{', '.join(offered)}).",
             hint="Fix the name, or write {{ and }} to send braces as typed.",
         )
 
@@ -210,8 +215,13 @@ class Rows:
             return {p: answers[p] for p in range(n) if p not in todo}, todo
         fields = _fields(output) if output is not None and _has_fields(output) else []
         needed = [*(fields or [into]), "error"]
-        if any(name not in previous.columns for name in needed):
-            raise mismatch
+        absent = [name for name in needed if name not in previous.columns]
+        if absent:
+            raise OllamaError(
+                f"The result to resume from has no {', '.join(map(repr, absent))} column, "
+                "so it is not this batch's result.",
+                hint="Resume with the same --into and --format as the first run.",
+            )
         errors = previous["error"].tolist()
         todo = {p for p, error in enumerate(errors) if isinstance(error, str)}
         if fields:

@@ -318,7 +318,7 @@ def test_a_server_without_the_model_fails_at_call_time(server, dead_url):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"template": "Classify: {txt}"}, r"\{txt\} is not a field"),
+        ({"template": "Classify: {txt}"}, r"\{txt\} names nothing in the rows"),
         ({"options": {"temperature": "hot"}}, "temperature must be a number"),
         ({"think": "very"}, "think takes"),
         ({"concurrency": 0}, "concurrency must be from 1"),
