@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -130,3 +131,57 @@ def test_structured_outputs_notebook_tools_and_thinking(structured):
     assert tool_messages and tool_messages[0]["tool_name"] == "convert_temperature"
     thinking = cell_by_source(notebook, "%%ollama qwen3 --think")
     assert any("<summary>Thinking (" in html for html in html_outputs(thinking))
+
+
+@pytest.fixture(scope="module")
+def exploration(tmp_path_factory):
+    pytest.importorskip("dask.dataframe")
+    from ollama_magic.testing import FakeOllama
+
+    with FakeOllama() as server, pytest.MonkeyPatch.context() as monkeypatch:
+        path = tmp_path_factory.mktemp("nb")
+        yield execute("data_exploration.ipynb", server, monkeypatch, path), server
+
+
+def test_data_exploration_classifies_every_row_into_typed_columns(exploration):
+    notebook, server = exploration
+    generated = [r for r in server.requests if r.path == "/api/generate"]
+    prompts = [r.body["prompt"] for r in generated]
+    # 250 rows by the magic and 250 by the Dask recipe, each exactly once.
+    assert len([p for p in prompts if p.startswith("Classify this support ticket about")]) == 250
+    assert len([p for p in prompts if p.startswith("Classify this support ticket: ")]) == 250
+    assert all(r.body["format"]["title"] == "Ticket" for r in generated)
+    dtypes = cell_by_source(notebook, "labelled.dtypes").outputs[0].data["text/plain"]
+    assert re.search(r"category\s+category", dtypes) and re.search(r"urgency\s+Int64", dtypes)
+    # The saved progress output is the final summary, not a bar caught half way.
+    progress = cell_by_source(notebook, "%%ollama --map tickets -o labelled").outputs
+    (final,) = [o.data["text/plain"] for o in progress if "data" in o]
+    assert final.startswith("250 rows in") and "250 answered" in final
+    summary = cell_by_source(notebook, "summary = ").outputs[0].data["text/plain"]
+    for name in ("billing", "bug", "feature"):
+        assert name in summary
+
+
+def test_data_exploration_charts_the_classes_and_dry_runs(exploration):
+    notebook, server = exploration
+    chart = cell_by_source(notebook, "try:\n    import matplotlib.pyplot").outputs
+    pytest.importorskip("matplotlib")
+    assert any("image/png" in o.get("data", {}) for o in chart)
+    dry = cell_by_source(notebook, "%%ollama --map tickets --into product_guess --dry-run")
+    text = dry.outputs[0].data["text/plain"]
+    assert "250 requests would go to 1 server" in text
+    assert text.count('"prompt": "Which product is this ticket about?') == 3
+    guesses = [r for r in server.requests if "Which product" in (r.body or {}).get("prompt", "")]
+    assert not guesses  # a dry run sends nothing
+
+
+def test_data_exploration_finds_the_resent_tickets(exploration):
+    notebook, server = exploration
+    embeds = [r for r in server.requests if r.path == "/api/embed"]
+    assert len(embeds) == 4  # 250 texts in batches of 64
+    table = cell_by_source(notebook, "rows, similarity = ").outputs[0].data["text/plain"]
+    # The ten pairs most alike are the ten tickets sent twice (ids 1241-1250).
+    closest = re.findall(r"^\d+\s+(\d{4})\s+(\d{4})\s+0\.\d+", table, re.MULTILINE)
+    assert len(closest) == 10 and all(int(b) >= 1241 for _, b in closest)
+    dask_counts = cell_by_source(notebook, "classified = lazy.compute()").outputs[0]
+    assert "billing" in dask_counts.data["text/plain"]
