@@ -33,6 +33,7 @@ _NOT_WITH_MAP = {
     "tools": "tool calls run Python per answer; ask per row with ollama_magic.ask instead",
     "image": "images go with one prompt; use a callable template with ollama_magic.map",
     "as_dataframe": "a DataFrame in gives a DataFrame out already",
+    "no_interpolate": "each row fills the template; write {{ and }} for literal braces",
 }
 
 
@@ -125,8 +126,9 @@ def _show_dry_run(batch: Batch, workspace: Workspace, resume: Any) -> None:
     servers = len(batch.clients)
     per = workspace.batch_concurrency(batch.concurrency)
     where = f"{servers} servers" if servers > 1 else "1 server"
+    noun = "request" if count == 1 else "requests"
     note = (
-        f"Dry run: nothing was sent. {count:,} requests would go to {where}, {per} at a time "
+        f"Dry run: nothing was sent. {count:,} {noun} would go to {where}, {per} at a time "
         f"each" + (f"; the first {len(requests)}:" if requests else ".")
     )
     texts = [request.to_json() for request in requests]

@@ -209,7 +209,8 @@ def map(  # ollama_magic.map, as the product names it
         fields: Further API fields (``suffix``, ``raw``, ``logprobs``, …).
 
     Returns:
-        A list (with ``.errors``) for a list; a Series on the same index (``attrs["errors"]``)
+        A list (with ``.errors``) for a list; a Series on the same index (``attrs["errors"]``
+        by label, ``attrs["error_positions"]`` by position)
         for a Series; for a DataFrame, a copy with the ``into`` column (or the schema's
         fields) and an ``error`` column. Failed rows hold None / NA and keep their error.
 

@@ -129,7 +129,8 @@ def _hosts_line(status: BatchStatus) -> str | None:
             part += f", {host.failed:,} failed"
         if host.down:
             part += f", down ({_one_line(host.down, _REASON_CHARS)})"
-            if host.requeued and len(status.hosts) > 1:
+            others_up = any(not other.down for other in status.hosts)
+            if host.requeued and others_up:
                 moved = _unit(status, host.requeued)
                 part += f"; its {host.requeued:,} unfinished {moved} went to the others"
         parts.append(part)

@@ -4,7 +4,8 @@
 DataFrame ``{row.column}``, ``{row[name with spaces]}`` and ``{column}``) and puts results back
 in the input's shape: a list for a list, a Series on the same index for a Series, new columns
 for a DataFrame (typed from a schema's fields). Failed rows keep their error: in an ``error``
-column, or ``.errors`` of the list (``attrs["errors"]`` of a Series).
+column, or ``.errors`` of the list (``attrs["errors"]`` of a Series, by label, and
+``attrs["error_positions"]``, by position, since labels can repeat).
 
 >>> rows = Rows.of(["red", "green"])
 >>> rows.prompt("Is {item} warm? ({index})", 1, {})
@@ -178,6 +179,8 @@ class Rows:
         if self.kind == "series" and (output is None or not _has_fields(output)):
             series = pd.Series(values, index=index, name=into, dtype=_text_dtype(values, output))
             series.attrs["errors"] = {self.labels[p]: text for p, text in errors.items()}
+            # By position too: labels repeat (after pd.concat), positions do not.
+            series.attrs["error_positions"] = dict(sorted(errors.items()))
             return series
         columns = result_columns(values, output, into)
         frame = self.source.copy() if self.kind == "frame" else pd.DataFrame(index=index)
@@ -209,8 +212,12 @@ class Rows:
         if kind is None or len(previous) != n or list(previous.index) != self.labels:
             raise mismatch
         if kind == "series":
-            failed = previous.attrs.get("errors", {})
-            todo = {p for p, label in enumerate(self.labels) if label in failed}
+            positions = previous.attrs.get("error_positions")
+            if positions is not None:
+                todo = set(positions)
+            else:  # a Series that lost its attrs on the way: by label
+                failed = previous.attrs.get("errors", {})
+                todo = {p for p, label in enumerate(self.labels) if label in failed}
             answers = previous.tolist()
             return {p: answers[p] for p in range(n) if p not in todo}, todo
         fields = _fields(output) if output is not None and _has_fields(output) else []

@@ -362,3 +362,27 @@ def test_terminal_view_writes_to_the_current_stdout(capsys):
     view = TerminalProgress()
     view.finish(_status(done=12, failed=1, state="interrupted"))
     assert capsys.readouterr().out == "Interrupted: 12 of 1,000 rows answered, 1 failed, 987 left\n"
+
+
+def test_a_server_that_went_away_hands_its_rows_on_only_while_another_serves():
+    one_left = BatchStatus(
+        total=10,
+        done=6,
+        state="finished",
+        hosts=[
+            HostStatus("http://a:1", done=4, requeued=2, down="Cannot reach it"),
+            HostStatus("http://b:1", done=2),
+        ],
+    )
+    assert "its 2 unfinished rows went to the others" in summary_lines(one_left)[1]
+    none_left = BatchStatus(
+        total=10,
+        done=4,
+        state="failed",
+        hosts=[
+            HostStatus("http://a:1", done=4, requeued=2, down="Cannot reach it"),
+            HostStatus("http://b:1", requeued=1, down="Cannot reach it"),
+        ],
+    )
+    hosts = summary_lines(none_left)[1]
+    assert "down (Cannot reach it)" in hosts and "went to the others" not in hosts
