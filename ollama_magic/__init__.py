@@ -28,11 +28,14 @@ from ollama_magic.types import Chunk, Metrics, ModelInfo, Progress, Result, Runn
 
 if TYPE_CHECKING:
     from ollama_magic.api import ask
-    from ollama_magic.embeddings import embed, nearest
-    from ollama_magic.mapping import map
+    from ollama_magic.embeddings import embed as embed
+    from ollama_magic.embeddings import nearest as nearest
+    from ollama_magic.mapping import map as map
     from ollama_magic.widget import ChatWidget
     from ollama_magic.workspace import Workspace
 
+# map, embed and nearest are reached as ollama_magic.map(...): not starred, since
+# `from ollama_magic import *` would then shadow the builtin map (or a user's own embed).
 __all__ = [
     "BadRequest",
     "Cancellation",
@@ -61,11 +64,8 @@ __all__ = [
     "Workspace",
     "__version__",
     "ask",
-    "embed",
     "encode_image",
     "load_ipython_extension",
-    "map",
-    "nearest",
     "parse_host",
     "unload_ipython_extension",
 ]

@@ -23,10 +23,18 @@ from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from ollama_magic.client import Client
-from ollama_magic.errors import OllamaError, ServerError
+from ollama_magic.errors import (
+    ModelNotFound,
+    NotOllama,
+    OllamaError,
+    ServerError,
+    ServerUnreachable,
+    Unauthorized,
+)
 from ollama_magic.transport import Cancellation
 
 __all__ = [
+    "SERVER_FAULTS",
     "BatchProgress",
     "BatchRun",
     "BatchStatus",
@@ -70,6 +78,8 @@ class HostStatus:
     """Rows it was given but could not answer, handed to the other servers."""
     down: str = ""
     """Why it left the batch ("" while it serves)."""
+    failing: int = 0
+    """Rows it failed in a row (since its last answer)."""
 
 
 @dataclass
@@ -138,6 +148,11 @@ class BatchRun(Generic[R]):
     """Why the batch stopped early (every server went away), if it did."""
 
 
+def _dropped(error: BaseException) -> bool:
+    """A connection that broke while the server stayed up."""
+    return isinstance(error, OllamaError) and error.lost_connection
+
+
 def busy(error: BaseException) -> bool:
     """HTTP 503 (Ollama's queue is full, or a proxy's backend is busy): the row waits and goes
     again, to this server or another."""
@@ -147,6 +162,12 @@ def busy(error: BaseException) -> bool:
 #: Times in a row a server may answer 503 before its rows count as failed (about a minute of
 #: waiting, doubling up to 2 s): a proxy that always answers 503 must not stall the batch.
 MAX_BUSY = 30
+
+#: Errors that say more about the server than about the row: with other servers in the batch,
+#: the row goes to one of them, and a server that fails this many rows in a row leaves (else
+#: a server that fails fast would take most of the rows, failing each).
+SERVER_FAULTS = (ServerError, Unauthorized, NotOllama, ModelNotFound)
+MAX_SERVER_FAULTS = 3
 
 
 class _Runner(Generic[R]):
@@ -160,12 +181,20 @@ class _Runner(Generic[R]):
         preview: Callable[[int, R], tuple[str, str] | None] | None,
         status: BatchStatus,
     ) -> None:
+        self.positions = list(positions)
         self.queue = collections.deque(positions)
+        self.tried: dict[int, set[int]] = {}
+        """Per row, the servers whose failure sent it on to another (by id of the status)."""
+        self.dropped: dict[int, int] = {}
+        """Per row, connections lost while a server that stayed up answered it."""
         self.send = send
         self.preview = preview
         self.status = status
         self.run: BatchRun[R] = BatchRun(status)
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        """Notified when a row goes back in the queue or one in flight ends: an idle worker
+        waits for that rather than leave while another server's rows may still come back."""
         self.ended = threading.Event()
         """Set when the last worker returned (the main thread waits on it, not on each row:
         a wake-up per row would cost the kernel more than the row's own bookkeeping)."""
@@ -175,15 +204,24 @@ class _Runner(Generic[R]):
         self.hosts = {id(client): HostStatus(client.host) for client in clients}
         status.hosts = list(self.hosts.values())
         self.last_host_error: OllamaError | None = None
+        self.fail_fast = False
+        self.halted = False
+        """A row failed and the batch fails fast: no more rows are handed out."""
 
-    def take(self, host: HostStatus) -> int | None:
-        """The next position for a worker of ``host`` (None: stop)."""
+    def take(self, host: HostStatus) -> tuple[int, Cancellation] | None:
+        """The next position for a worker of ``host``, registered as in flight (None: stop)."""
         with self.lock:
-            if self.stopping.is_set() or host.down or not self.queue:
+            while not self.queue:
+                if not self.in_flight or self.stopping.is_set():
+                    return None  # all done (or stopping)
+                self.changed.wait()
+            if self.stopping.is_set() or self.halted or host.down:
                 return None
             position = self.queue.popleft()
             host.running += 1
-            return position
+            # Registered here, under the lock stop() takes: no row starts unseen by a stop.
+            stop = self.in_flight[position] = Cancellation()
+            return position, stop
 
     def worker(self, client: Client) -> None:
         try:
@@ -197,15 +235,17 @@ class _Runner(Generic[R]):
     def _work(self, client: Client) -> None:
         host = self.hosts[id(client)]
         busy_waits = 0
-        while (position := self.take(host)) is not None:
-            stop = Cancellation()
-            with self.lock:
-                self.in_flight[position] = stop
+        while (taken := self.take(host)) is not None:
+            position, stop = taken
             try:
                 value = self.send(position, client, stop)
             except Exception as error:
                 waits = busy(error) and busy_waits < MAX_BUSY
-                self._failed(position, host, error, stop, waits=waits)
+                # A lost connection: is the server gone, or did only this answer break?
+                gone = isinstance(error, OllamaError) and error.lost_connection
+                if gone and not isinstance(error, ServerUnreachable) and not stop.cancelled:
+                    gone = not client.is_running()
+                self._failed(position, host, error, stop, waits=waits, gone=gone)
                 if waits:
                     busy_waits += 1
                     # The server's queue is full: wait (longer each time), then go on.
@@ -217,6 +257,7 @@ class _Runner(Generic[R]):
             finally:
                 with self.lock:
                     self.in_flight.pop(position, None)
+                    self.changed.notify_all()
 
     def _answered(self, position: int, host: HostStatus, value: R) -> None:
         shown = None
@@ -224,6 +265,7 @@ class _Runner(Generic[R]):
             shown = self.preview(position, value)
         with self.lock:
             host.running -= 1
+            host.failing = 0
             self.run.results[position] = value
             host.done += 1
             self.status.done += 1
@@ -231,7 +273,14 @@ class _Runner(Generic[R]):
                 self.status.preview.append(shown)
 
     def _failed(
-        self, position: int, host: HostStatus, error: Exception, stop: Cancellation, *, waits: bool
+        self,
+        position: int,
+        host: HostStatus,
+        error: Exception,
+        stop: Cancellation,
+        *,
+        waits: bool,
+        gone: bool,
     ) -> None:
         with self.lock:
             host.running -= 1
@@ -239,22 +288,57 @@ class _Runner(Generic[R]):
                 self.queue.appendleft(position)  # interrupted, not failed: it is still to do
             elif waits:
                 self.queue.appendleft(position)  # for this server a little later, or another
-            elif isinstance(error, OllamaError) and error.lost_connection:
+            elif gone:
                 self.queue.appendleft(position)  # the server went away: for the others
                 host.requeued += 1
-                if not host.down:
-                    host.down = error.message
-                    self.last_host_error = error
+                assert isinstance(error, OllamaError)
+                self._leave(host, error, error.message)
+            elif self._elsewhere(position, host, error):
+                self.queue.appendleft(position)  # another server may answer it
+                host.requeued += 1
+                host.failing += 1
+                if host.failing >= MAX_SERVER_FAULTS:
+                    assert isinstance(error, OllamaError)
+                    why = f"{host.failing} rows failed in a row: {error.message}"
+                    self._leave(host, error, why)
+            elif _dropped(error) and not self.dropped.get(position):
+                # The server is up, but the connection broke while it answered: once more (a
+                # row that breaks it twice is the row's problem).
+                self.dropped[position] = 1
+                self.queue.appendleft(position)
             else:
-                self.run.errors[position] = error
-                host.failed += 1
-                self.status.failed += 1
+                host.failing += 1
+                self._record(position, host, error)
+                if self.fail_fast:
+                    self.halted = True
+
+    def _elsewhere(self, position: int, host: HostStatus, error: Exception) -> bool:
+        """Whether the row should go to another server: the error is the server's, and one
+        that serves has not failed this row yet (the lock is held)."""
+        if not isinstance(error, SERVER_FAULTS) and not busy(error) and not _dropped(error):
+            return False
+        tried = self.tried.setdefault(position, set())
+        tried.add(id(host))
+        return any(not other.down and id(other) not in tried for other in self.hosts.values())
+
+    def _leave(self, host: HostStatus, error: OllamaError, why: str) -> None:
+        """``host`` leaves the batch (the lock is held)."""
+        if not host.down:
+            host.down = why
+            self.last_host_error = error
+
+    def _record(self, position: int, host: HostStatus, error: Exception) -> None:
+        """The row failed: keep its error (the lock is held)."""
+        self.run.errors[position] = error
+        host.failed += 1
+        self.status.failed += 1
 
     def stop(self) -> None:
         """Stop handing out rows and cut the requests in flight (their rows stay to do)."""
         self.stopping.set()
         with self.lock:
             cancellations = list(self.in_flight.values())
+            self.changed.notify_all()
         for stop in cancellations:
             stop.cancel()
 
@@ -270,6 +354,7 @@ def run_batch(
     preview: Callable[[int, R], tuple[str, str] | None] | None = None,
     skipped: int = 0,
     unit: str = "rows",
+    fail_fast: bool = False,
 ) -> BatchRun[R]:
     """Run ``send`` for every position, ``concurrency`` at a time on each client's server.
 
@@ -277,7 +362,8 @@ def run_batch(
     cannot be reached leaves the batch and its row goes to the others; when none is left, the
     rest stay ``pending`` and ``run.error`` says why. Ctrl-C in the caller's thread stops the
     batch: rows in flight are cut and stay pending, and ``run.interruption`` holds the
-    interrupt for the caller to raise once it kept the results.
+    interrupt for the caller to raise once it kept the results. With ``fail_fast``, the first
+    failed row stops the handing out of rows (the rest stay pending).
 
     Nothing is raised here; results come back whatever happened.
     """
@@ -286,6 +372,7 @@ def run_batch(
     status = BatchStatus(total=len(positions) + skipped, skipped=skipped, unit=unit)
     status.done = skipped
     runner = _Runner(positions, send, clients, preview, status)
+    runner.fail_fast = fail_fast
     progress = progress or BatchProgress()
     threads = [
         threading.Thread(
@@ -311,22 +398,33 @@ def run_batch(
         runner.run.interruption = interruption
         runner.stop()
         deadline = time.monotonic() + 5.0
-        for thread in threads:
-            # The requests were cut, so the workers return at once; bounded all the same.
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        try:
+            for thread in threads:
+                # The requests were cut, so the workers return at once; bounded all the same.
+                if thread.ident is not None:
+                    thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: stop waiting, but keep what was answered
     status.elapsed = time.monotonic() - started
     run = runner.run
     with runner.lock:
-        run.pending = sorted(runner.queue)
+        # Every row neither answered nor failed, also one a worker still holds.
+        done = run.results.keys() | run.errors.keys()
+        run.pending = sorted(set(runner.positions) - done)
     if run.interruption is not None:
         status.state = "interrupted"
-    elif run.pending:
+    elif run.pending and not runner.halted:
         status.state = "failed"
         last = runner.last_host_error
-        hosts = ", ".join(h.host for h in status.hosts)
+        several = len(status.hosts) > 1
+        why = last.message.rstrip(".") if last else "unreachable"
         run.error = OllamaError(
-            f"No server is left to send the last {len(run.pending)} {unit} to "
-            f"({hosts}: {last.message if last else 'unreachable'}).",
+            f"No server is left to send the last {len(run.pending)} {unit} to"
+            + (
+                f" ({len(status.hosts)} went away; the last said: {why})."
+                if several
+                else f": {why}."
+            ),
             hint="What was answered is kept; start the server again and run with --resume "
             "(or map(..., resume=the result)) to do only the rest.",
         )

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ollama_magic.batch import BatchProgress, BatchStatus, busy, run_batch
+from ollama_magic.batch import SERVER_FAULTS, BatchProgress, BatchStatus, busy, run_batch
 from ollama_magic.client import Client
 from ollama_magic.errors import ModelNotFound, OllamaError, quiet_interrupt
 from ollama_magic.options import check_options
@@ -108,8 +108,9 @@ class _Run(BatchProgress):
             )
         except Exception as error:
             with self.lock:
-                if getattr(error, "lost_connection", False):
-                    self.moved[client.host] += len(chunk)  # the engine gives it to another
+                if getattr(error, "lost_connection", False) or isinstance(error, SERVER_FAULTS):
+                    # The engine may give it to another server (or keep it as failed).
+                    self.moved[client.host] += len(chunk)
                 # A 503 goes back in the engine's queue: not failed either.
                 elif not busy(error):
                     self.failed[client.host] += len(chunk)
@@ -220,17 +221,30 @@ def embed(
     run.view = progress_view(rich=None, quiet=not progress or len(items) <= batch_size)
     positions, fps = range(math.ceil(len(items) / batch_size)), min(workspace.fps, 4.0)
     outcome = run_batch(
-        positions, run.send, clients, concurrency=per_server, progress=run, fps=fps, unit="texts"
+        positions,
+        run.send,
+        clients,
+        concurrency=per_server,
+        progress=run,
+        fps=fps,
+        unit="texts",
+        fail_fast=True,  # an array with holes is of no use: the first failure is raised
     )
     if outcome.interruption is not None:
         done = f"{sum(run.done.values()):,} of {len(items):,} texts were embedded; none are kept."
         raise quiet_interrupt(outcome.interruption, done) from None
     if run.error is not None:
         raise run.error
+    if outcome.errors:  # a batch the servers failed (the engine kept its error)
+        first = outcome.errors[min(outcome.errors)]
+        raise first if isinstance(first, OllamaError) else OllamaError(str(first))
     if outcome.error is not None:  # every server went away
         outcome.error.hint = "Start a server again, and embed the texts again."
         raise outcome.error
-    assert run.vectors is not None  # every batch was answered
+    if run.vectors is None or len(outcome.results) != len(positions):
+        raise OllamaError(  # never expected: a batch neither answered nor failed
+            "Some texts were not embedded.", hint="Embed the texts again."
+        )
     if normalize:
         norms = np.linalg.norm(run.vectors, axis=1, keepdims=True)
         np.divide(run.vectors, norms, out=run.vectors, where=norms > 0)  # zero stays zero

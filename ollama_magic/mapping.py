@@ -57,6 +57,7 @@ class Batch:
 
     def __post_init__(self) -> None:
         self.clients = self.workspace.batch_clients(self.hosts)
+        self.rows.check_columns(self.into, self.output)
         if isinstance(self.template, str):
             self.rows.check_template(self.template, self.namespace)
             if len(self.rows):
@@ -94,21 +95,28 @@ class Batch:
         """
         self.model = self.workspace.resolve_model(self.model, self.clients[0])[0]
         problems = []
+        unreachable = False
         for client in self.clients:
             try:
                 client.show(self.model)
             except ModelNotFound:
                 problems.append(f"{client.host} does not have {self.model}")
             except OllamaError as error:
-                problems.append(f"{client.host}: {error.message}")
+                problems.append(error.message.rstrip("."))
+                unreachable = True
         if problems:
             several = len(self.clients) > 1
-            raise OllamaError(
-                "Nothing was sent: " + "; ".join(problems) + ".",
-                hint=f"Pull it there (%ollama pull {self.model} with that host), "
-                + ("or leave that server out of --host / the hosts setting." if several else "")
-                + ("" if several else "or pick another model with -m."),
-            )
+            if unreachable:
+                hint = "Check that the server runs" + (
+                    ", or leave it out of --host / the hosts setting." if several else "."
+                )
+            else:
+                hint = f"Pull it there (%ollama pull {self.model} with that host), " + (
+                    "or leave that server out of --host / the hosts setting."
+                    if several
+                    else "or pick another model with -m."
+                )
+            raise OllamaError("Nothing was sent: " + "; ".join(problems) + ".", hint=hint)
 
     def dry_run(self, resume: Any = None) -> tuple[list[Request], int]:
         """The first requests, as they would be sent, and how many there would be (with

@@ -29,7 +29,7 @@ from ollama_magic.structured import OutputFormat
 __all__ = ["NOT_RUN", "Answers", "Row", "Rows", "error_text"]
 
 #: The error kept for a row the batch never got to (interrupted, or no server left).
-NOT_RUN = "not run yet (interrupted): run again with --resume / resume= to finish"
+NOT_RUN = "not sent: the batch stopped before this row; run again with --resume / resume="
 
 
 def error_text(error: BaseException) -> str:
@@ -159,6 +159,25 @@ class Rows:
             hint="Fix the name, or write {{ and }} to send braces as typed.",
         )
 
+    def check_columns(self, into: str, output: OutputFormat | None) -> None:
+        """Refuse result columns that would overwrite the DataFrame's own.
+
+        Raises:
+            OllamaError: Naming the columns, and how to avoid them.
+        """
+        if self.kind != "frame":
+            return
+        names = [*(_fields(output) if output is not None and _has_fields(output) else [into])]
+        taken = [name for name in [*names, "error"] if name in self.columns]
+        if taken:
+            listed = ", ".join(map(repr, taken))
+            raise OllamaError(
+                f"The DataFrame already has the column {listed}, which the results would "
+                "overwrite.",
+                hint="Name the answer column with --into (into=), or rename the DataFrame's "
+                "column first (df.rename(columns={...})).",
+            )
+
     def assemble(
         self,
         results: Mapping[int, Any],
@@ -215,9 +234,11 @@ class Rows:
             positions = previous.attrs.get("error_positions")
             if positions is not None:
                 todo = set(positions)
-            else:  # a Series that lost its attrs on the way: by label
-                failed = previous.attrs.get("errors", {})
+            elif "errors" in previous.attrs:  # from an older result: by label
+                failed = previous.attrs["errors"]
                 todo = {p for p, label in enumerate(self.labels) if label in failed}
+            else:  # a Series that lost its attrs on the way: the missing answers are to do
+                todo = {p for p, missing in enumerate(previous.isna().tolist()) if missing}
             answers = previous.tolist()
             return {p: answers[p] for p in range(n) if p not in todo}, todo
         fields = _fields(output) if output is not None and _has_fields(output) else []

@@ -285,6 +285,10 @@ class Cancelled(Exception):
 # -- the session --------------------------------------------------------------------------------
 
 
+#: The variables besides *_proxy that requests reads for a request (certificates to trust).
+_CA_VARIABLES = frozenset({"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"})
+
+
 class Session(requests.Session):
     """The session of one client: its headers and credentials, over :class:`Adapter`.
 
@@ -359,6 +363,8 @@ class Session(requests.Session):
         prepared.prepare_body(data, None)
         settings = self.merge_environment_settings(url, {}, stream, None, None)
         response = self.get_adapter(url).send(prepared, timeout=timeout, **settings)
+        if not stream:
+            response.content  # noqa: B018  # read now, as Session.send does: its errors are the call's
         if "set-cookie" in response.headers:
             requests.cookies.extract_cookies_to_jar(self.cookies, prepared, response.raw)
         if response.is_redirect:
@@ -372,18 +378,27 @@ class Session(requests.Session):
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> dict[str, Any]:
-        """requests' proxy and CA settings from the environment, looked up once per server.
+        """requests' proxy and CA settings from the environment, worked out again only when
+        the variables they come from change.
 
-        requests scans the whole environment twice per request (proxies and their bypass
-        list): about as much CPU as the rest of a small request, and a batch sends thousands.
-        A client talks to one server, so the answer is kept for the session's life.
+        requests scans and parses the environment twice per request (proxies and their
+        bypass list): about as much CPU as the rest of a small request, and a batch sends
+        thousands. Reading the few variables that matter is a fraction of that, and a
+        ``%env HTTPS_PROXY=…`` or ``NO_PROXY`` set later still applies to the next request.
         """
         parts = urllib.parse.urlsplit(url.decode() if isinstance(url, bytes) else url or "")
-        key = (parts.scheme, parts.netloc, repr(proxies), stream, verify, cert)
+        environment = tuple(
+            (name, value)
+            for name, value in os.environ.items()
+            if name[-6:].lower() == "_proxy" or name in _CA_VARIABLES
+        )
+        key = (parts.scheme, parts.netloc, repr(proxies), stream, verify, cert, environment)
         settings = self._environment.get(key)
         if settings is None:
             given = url.decode() if isinstance(url, bytes) else url or ""
             settings = super().merge_environment_settings(given, proxies, stream, verify, cert)
+            if len(self._environment) > 64:  # the environment changed many times: start over
+                self._environment.clear()
             self._environment[key] = settings
         return dict(settings)
 

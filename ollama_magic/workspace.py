@@ -258,12 +258,14 @@ class Workspace(Settings):
 
     # -- servers and models -------------------------------------------------------------------
 
-    def client(self, host: str | None = None) -> Client:
-        """The client for ``host`` (default: the configured one), reused across requests."""
+    def client(self, host: str | None = None, *, source: str | None = None) -> Client:
+        """The client for ``host`` (default: the configured one), reused across requests;
+        ``source`` says where the host came from, for errors (default: ``--host``)."""
         given = host or self.host or None
         # The credentials in the host are part of the key: another user:password@ for the
         # same server must not reuse the first one's client.
-        key = (parse_host(given), self.host_source(host), split_credentials(given)[1] or "")
+        origin = source if host and source else self.host_source(host)
+        key = (parse_host(given), origin, split_credentials(given)[1] or "")
         with self._lock:
             if key not in self._clients:
                 # The host as given, so that user:password@ in it still reaches the client.
@@ -314,9 +316,10 @@ class Workspace(Settings):
         chosen = list(hosts) or list(self.hosts)
         if not chosen:
             return [self.client()]
+        source = "--host" if hosts else "the hosts setting (%ollama config hosts=…)"
         clients: list[Client] = []
         for host in chosen:
-            client = self.client(host)
+            client = self.client(host, source=source)
             if all(c is not client for c in clients):  # the same server twice is one
                 clients.append(client)
         return clients

@@ -665,3 +665,30 @@ def test_a_proxy_that_gzips_the_stream_is_read_as_text():
         assert [chunk.content for chunk in stream] == ["Hello", " there", ""]
         assert stream.result is not None and stream.result.content == "Hello there"
         assert client.generate("m", "hi", stream=False).content == "Hello there"
+
+
+def test_a_body_cut_short_is_an_ollama_error_for_every_call():
+    # A JSON answer that ends before its Content-Length: the family's error, not requests'.
+    def handle(server, conn):
+        server.read_request(conn)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n"
+            b'\r\n{"models": ['
+        )
+        conn.close()
+
+    with RawServer(handle) as server, pytest.raises(OllamaError) as raised:
+        Client(server.url).list()
+    assert type(raised.value).__name__ in ("StreamError", "ServerError", "OllamaError")
+
+
+def test_proxy_settings_changed_after_a_request_apply_to_the_next(monkeypatch, fake_ollama):
+    # A user behind a proxy fixes NO_PROXY with %env: no kernel restart needed.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = Client(fake_ollama.url)
+    with pytest.raises(OllamaError):
+        client.list()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert [m.name for m in client.list()]

@@ -780,3 +780,59 @@ def test_resume_of_a_series_with_duplicate_labels_sends_only_the_failed_row(ipyt
     again = ollama_magic.map("S {item}", series, model="llama3.2", progress=False, resume=first)
     assert again.tolist() == ["re: S x", "re: S y", "re: S z"]
     assert prompts(fake_ollama, before) == ["S y"]  # not "S x", which shares its label
+
+
+# -- servers that fail rather than go away ------------------------------------------------------
+
+
+def test_a_server_that_fails_every_row_leaves_and_the_others_answer_them(fake_ollama):
+    fake_ollama.add_reply(echo)
+    with FakeOllama() as broken:
+        broken.inject(Fault(status=500, error="out of memory"), endpoint="/api/generate")
+        workspace = ollama_magic.Workspace(model="llama3.2")
+        out = ollama_magic.map(
+            "F {item}",
+            [str(n) for n in range(40)],
+            hosts=[broken.url, fake_ollama.url],
+            concurrency=2,
+            workspace=workspace,
+            progress=False,
+            namespace={},
+        )
+        failed_there = [r for r in broken.requests if r.path == "/api/generate"]
+    # It failed fast, but it could not take the rows with it: each went to the other server.
+    assert out.errors == {} and out == [f"re: F {n}" for n in range(40)]
+    assert 3 <= len(failed_there) <= 4  # three in a row and it leaves (one more in flight)
+
+
+def test_a_connection_that_breaks_once_while_the_server_stays_up_is_tried_again(fake_ollama):
+    fake_ollama.add_reply(echo)
+    fake_ollama.inject(Fault(cut_after=0), endpoint="/api/generate", times=2)
+    out = ollama_magic.map(
+        "C {item}",
+        [str(n) for n in range(10)],
+        concurrency=1,
+        workspace=ollama_magic.Workspace(host=fake_ollama.url, model="llama3.2"),
+        progress=False,
+        namespace={},
+    )
+    assert out.errors == {} and out == [f"re: C {n}" for n in range(10)]
+
+
+def test_result_columns_never_overwrite_the_dataframes_own(fake_ollama):
+    logs = pd.DataFrame({"line": ["a", "b"], "error": ["disk full", None]})
+    workspace = ollama_magic.Workspace(host=fake_ollama.url, model="llama3.2")
+    for into in ("answer", "line"):
+        with pytest.raises(OllamaError, match="already has the column"):
+            ollama_magic.map("Explain {line}", logs, into=into, workspace=workspace)
+    assert logs["error"].iloc[0] == "disk full" and logs["error"].isna().iloc[1]
+    assert prompts(fake_ollama) == []
+
+
+def test_a_series_that_lost_its_attrs_resumes_its_missing_answers(fake_ollama):
+    fake_ollama.add_reply(echo)
+    workspace = ollama_magic.Workspace(host=fake_ollama.url, model="llama3.2")
+    series = pd.Series(["x", "y"], index=["a", "b"])
+    copied = pd.Series(["re: S x", None], index=["a", "b"], dtype="string")  # no attrs
+    again = ollama_magic.map("S {item}", series, resume=copied, workspace=workspace)
+    assert again.tolist() == ["re: S x", "re: S y"] and prompts(fake_ollama) == ["S y"]
