@@ -307,7 +307,8 @@ class _Runner(Generic[R]):
                 self.dropped[position] = 1
                 self.queue.appendleft(position)
             else:
-                host.failing += 1
+                if isinstance(error, SERVER_FAULTS):
+                    host.failing += 1  # the row's own errors (invalid JSON, 400) do not count
                 self._record(position, host, error)
                 if self.fail_fast:
                     self.halted = True

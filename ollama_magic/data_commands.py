@@ -20,6 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from ollama_magic.admin import Line, parse_words
 from ollama_magic.embeddings import embed, embedding_model
+from ollama_magic.rows import lookup
 from ollama_magic.terminal import printable
 
 __all__ = ["COMMANDS", "embed_command"]
@@ -51,17 +52,12 @@ def _embed_arguments(line: str) -> None:
 
 
 def _lookup(namespace: Mapping[str, Any], name: str) -> Any:
-    """The notebook's ``name``, or ``name.attribute`` (a DataFrame's column: ``df.text``)."""
-    head, *attributes = name.split(".")
-    if head not in namespace:
-        raise UsageError(f"No variable {head!r} in the notebook (--in names a list or Series).")
-    value = namespace[head]
-    for attribute in attributes:
-        try:
-            value = getattr(value, attribute)
-        except AttributeError:
-            raise UsageError(f"{name}: {type(value).__name__} has no {attribute!r}.") from None
-    return value
+    """``--in``'s texts: a variable, an attribute or an item of one (``df.text``,
+    ``df['text']``)."""
+    try:
+        return lookup(name, namespace)
+    except KeyError as exc:
+        raise UsageError(f"--in: {exc.args[0]} (it names a list or Series of texts).") from None
 
 
 def embed_command(line: Line, rest: list[str]) -> None:

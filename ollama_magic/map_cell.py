@@ -18,7 +18,7 @@ from ollama_magic.mapping import Batch
 from ollama_magic.markdown import render_markdown
 from ollama_magic.progress import progress_view
 from ollama_magic.render import escape
-from ollama_magic.rows import Rows
+from ollama_magic.rows import Rows, lookup
 from ollama_magic.structured import output_format
 from ollama_magic.workspace import Workspace
 
@@ -112,12 +112,9 @@ def map_cell(
 def _lookup(expression: str, namespace: Mapping[str, Any]) -> Any:
     """``--map``'s items: a variable, an attribute or an item of one (``df.text``)."""
     try:
-        value, _ = _FORMATTER.get_field(expression, (), namespace)
-    except (KeyError, AttributeError, IndexError, ValueError, TypeError):
-        raise UsageError(
-            f"--map: {expression!r} is not a notebook variable (or an attribute or item of one)."
-        ) from None
-    return value
+        return lookup(expression, namespace)
+    except KeyError as exc:
+        raise UsageError(f"--map: {exc.args[0]}.") from None
 
 
 def _show_dry_run(batch: Batch, workspace: Workspace, resume: Any) -> None:

@@ -18,6 +18,8 @@ column, or ``.errors`` of the list (``attrs["errors"]`` of a Series, by label, a
 from __future__ import annotations
 
 import collections
+import re
+import string
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -26,10 +28,34 @@ from ollama_magic.errors import OllamaError
 from ollama_magic.interpolate import interpolate_report
 from ollama_magic.structured import OutputFormat
 
-__all__ = ["NOT_RUN", "Answers", "Row", "Rows", "error_text"]
+__all__ = ["NOT_RUN", "Answers", "Row", "Rows", "error_text", "lookup"]
 
 #: The error kept for a row the batch never got to (interrupted, or no server left).
 NOT_RUN = "not sent: the batch stopped before this row; run again with --resume / resume="
+
+
+def lookup(expression: str, namespace: Mapping[str, Any]) -> Any:
+    """A batch's items named in a magic's line: a variable, an attribute or an item of one
+    (``df.text``, ``df[text]``, ``df['a column']``), as ``{fields}`` are filled.
+
+    >>> lookup("d['k']", {"d": {"k": [1, 2]}})
+    [1, 2]
+
+    Raises:
+        KeyError: The expression names nothing (the message says what).
+    """
+    # str.format's field syntax takes keys unquoted; a notebook user writes them quoted.
+    unquoted = re.sub(r"\[\s*(['\"])(.*?)\1\s*\]", r"[\2]", expression.strip())
+    try:
+        value, _ = _FIELDS.get_field(unquoted, (), namespace)
+    except (KeyError, AttributeError, IndexError, ValueError, TypeError):
+        raise KeyError(
+            f"{expression!r} is not a notebook variable (or an attribute or item of one)"
+        ) from None
+    return value
+
+
+_FIELDS = string.Formatter()
 
 
 def error_text(error: BaseException) -> str:

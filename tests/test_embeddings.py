@@ -286,8 +286,8 @@ def test_the_command_names_the_model_it_chose_and_normalises(ipython, fake_ollam
 @pytest.mark.parametrize(
     "words, said",
     [
-        (["--in", "nowhere", "-o", "v"], "No variable 'nowhere'"),
-        (["--in", "texts.missing", "-o", "v"], "list has no 'missing'"),
+        (["--in", "nowhere", "-o", "v"], "'nowhere' is not a notebook variable"),
+        (["--in", "texts.missing", "-o", "v"], "'texts.missing' is not a notebook variable"),
         (["--in", "texts", "-o", "not a name"], "-o takes a variable name"),
         (["--in", "texts"], "-o"),
     ],
@@ -297,3 +297,9 @@ def test_the_command_refuses_what_it_cannot_use(ipython, fake_ollama, words, sai
     with pytest.raises(UsageError, match=re.escape(said)):
         run_command(*words)
     assert not embeds(fake_ollama)
+
+
+def test_the_command_takes_a_dataframe_column_as_written_in_python(ipython, fake_ollama):
+    ipython.user_ns["tickets"] = pd.DataFrame({"text": TEXTS})
+    run_command(MODEL, "--in", "tickets['text']", "-o", "vectors")
+    assert np.array_equal(ipython.user_ns["vectors"], one_by_one(fake_ollama, TEXTS))
