@@ -14,7 +14,7 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 from IPython.display import display
 from traitlets import link
 
-from ollama_magic import admin, data_commands
+from ollama_magic import admin, data_commands, model_commands
 from ollama_magic.admin import key_values, parse_words
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation
 from ollama_magic.core import AnswerView, Outcome, Request
@@ -33,7 +33,7 @@ from ollama_magic.workspace import Settings, Workspace, think_value, use_workspa
 __all__ = ["COMMANDS", "OllamaMagics"]
 
 #: The ``%ollama`` commands: the server's administration, and the data commands.
-COMMANDS = {**admin.COMMANDS, **data_commands.COMMANDS}
+COMMANDS = {**admin.COMMANDS, **model_commands.COMMANDS, **data_commands.COMMANDS}
 
 
 def _check_arguments(args: Any, cell: str) -> None:
@@ -432,6 +432,8 @@ class OllamaMagics(Magics, Settings):
             %ollama ps                     models loaded in memory now
             %ollama show MODEL             capabilities, parameters, template
             %ollama pull MODEL             download a model, with a progress bar
+            %ollama load [MODEL]           load it into memory now (--keep-alive 30m); then ps
+            %ollama unload [MODEL]         free its memory now; then ps
             %ollama status                 is the server there, which version, is the model ready
             %ollama config [KEY=VALUE ...] show or change host, model, options, fps, timeout,
                                            hosts (a,b: servers for --map), concurrency
