@@ -66,6 +66,9 @@ class Request:
         for holder in [body, *body.get("messages", [])]:
             if holder.get("images"):
                 holder["images"] = [f"{i[:12]}… ({len(i)} base64 chars)" for i in holder["images"]]
+        context = body.get("context")
+        if isinstance(context, list) and len(context) > 8:  # token ids: thousands, unreadable
+            body["context"] = [*context[:3], f"… ({len(context)} tokens)"]
         return {"host": self.host, "path": f"/api/{self.endpoint}", "body": body}
 
     def provenance(self) -> dict[str, Any]:

@@ -16,16 +16,17 @@ from traitlets import link
 
 from ollama_magic import admin, data_commands, model_commands
 from ollama_magic.admin import key_values, parse_words
+from ollama_magic.cell_checks import check_arguments, result_value
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation
 from ollama_magic.core import AnswerView, Outcome, Request
-from ollama_magic.errors import ModelOutputError, OllamaError, quiet_interrupt
+from ollama_magic.errors import ModelOutputError, quiet_interrupt
 from ollama_magic.images import image_base64, thumbnails_html
 from ollama_magic.interpolate import Interpolation, interpolate_report
 from ollama_magic.map_cell import check_map_arguments, map_cell
 from ollama_magic.markdown import render_markdown
 from ollama_magic.options import check_options
 from ollama_magic.render import escape
-from ollama_magic.structured import OutputFormat, output_format, plain_data
+from ollama_magic.structured import OutputFormat, output_format
 from ollama_magic.tools import Toolbox, is_tool_name
 from ollama_magic.views import NotebookView, QuietView, TextView, note_html
 from ollama_magic.workspace import Settings, Workspace, think_value, use_workspace
@@ -34,47 +35,6 @@ __all__ = ["COMMANDS", "OllamaMagics"]
 
 #: The ``%ollama`` commands: the server's administration, and the data commands.
 COMMANDS = {**admin.COMMANDS, **model_commands.COMMANDS, **data_commands.COMMANDS}
-
-
-def _check_arguments(args: Any, cell: str) -> None:
-    """Combinations that cannot work, as usage errors before anything is sent."""
-    if not cell.strip():
-        raise UsageError("The cell is empty: write the prompt in the cell, under %%ollama.")
-    if args.model_name and args.model:
-        raise UsageError("Give the model once: as MODEL or with -m, not both.")
-    if args.quiet and args.plain:
-        raise UsageError("--quiet shows nothing and --plain shows text: pick one.")
-    if args.think is not None and args.no_think:
-        raise UsageError("--think and --no-think contradict each other.")
-    if args.as_dataframe and not args.format:
-        raise UsageError("--as-dataframe goes with --format (a list of records).")
-    if args.retries and not args.format:
-        raise UsageError("--retries goes with --format: it re-asks when the JSON is invalid.")
-    if args.chat or args.session or args.tools:
-        for value, name in (
-            (args.raw, "--raw"),
-            (args.suffix, "--suffix"),
-            (args.template, "--template"),
-        ):
-            if value:
-                raise UsageError(f"{name} works with one-shot prompts, not --chat or --tools.")
-
-
-def _result_value(outcome: Any, output: OutputFormat | None, as_dataframe: bool) -> Any:
-    """What -o binds: the answer text, or the parsed object (or a DataFrame of it)."""
-    if output is None:
-        return outcome.text
-    if not as_dataframe:
-        return outcome.value
-    try:
-        import pandas as pd
-    except ImportError:
-        raise OllamaError(
-            "--as-dataframe needs pandas.",
-            hint="Install it (pip install pandas), or drop the flag.",
-        ) from None
-    data = plain_data(outcome.value)
-    return pd.DataFrame(data if isinstance(data, list) else [data])
 
 
 @magics_class
@@ -136,6 +96,13 @@ class OllamaMagics(Magics, Settings):
     @argument("--suffix", metavar="TEXT", help="Text after the completion (fill-in-the-middle).")
     @argument("--template", metavar="TEXT", help="Override the model's prompt template.")
     @argument("--logprobs", action="store_true", help="Ask for token log-probabilities.")
+    @argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="Follow on from the last one-shot answer (sends its context, /api/generate).",
+    )
+    @argument("--context", metavar="NAME", help="Send this list of token ids as the context.")
     @argument("--top-logprobs", type=int, metavar="N", help="Also the N likeliest alternatives.")
     @argument_group("Structured output")
     @argument(
@@ -230,7 +197,7 @@ class OllamaMagics(Magics, Settings):
         if args.help:
             print(inspect.cleandoc(self.ollama_cell.__doc__ or ""))
             return
-        _check_arguments(args, cell)
+        check_arguments(args, cell)
         check_map_arguments(args)
         if args.map is not None:
             map_cell(
@@ -296,7 +263,26 @@ class OllamaMagics(Magics, Settings):
             "suffix": args.suffix,
             "template": args.template,
             "raw": True if args.raw else None,
+            "context": self._context(args),
         }
+
+    def _context(self, args: Any) -> list[int] | None:
+        """The ``context`` that ``--continue`` or ``--context NAME`` sends (None: none)."""
+        if args.continue_:
+            if self.workspace.last_context is None:
+                raise UsageError(
+                    "--continue: there is no one-shot answer to follow on from yet in this "
+                    "kernel (or its server sent no context)."
+                )
+            return list(self.workspace.last_context)
+        if args.context is None:
+            return None
+        value = self._user_ns.get(args.context)
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(token, int) and not isinstance(token, bool) for token in value
+        ):
+            raise UsageError(f"--context: {args.context} is not a list of token ids (ints).")
+        return list(value)
 
     def _send(self, args: Any, cell: _CellRequest, filled: Interpolation) -> Outcome:
         """Ask, showing the answer as it streams; raise (in one line) what went wrong."""
@@ -337,7 +323,7 @@ class OllamaMagics(Magics, Settings):
             # Bound even when the server sent none, so an earlier cell's list cannot linger.
             namespace["_ollama_logprobs"] = list(outcome.result.logprobs if outcome.result else ())
         if args.out:
-            namespace[args.out] = _result_value(outcome, cell.output, args.as_dataframe)
+            namespace[args.out] = result_value(outcome, cell.output, args.as_dataframe)
 
     def _keep_partial(self, args: Any, outcome: Outcome) -> str:
         """Bind the partial answer to ``-o``; a line saying what was kept."""

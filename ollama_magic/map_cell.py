@@ -34,6 +34,7 @@ _NOT_WITH_MAP = {
     "image": "images go with one prompt; use a callable template with ollama_magic.map",
     "as_dataframe": "a DataFrame in gives a DataFrame out already",
     "no_interpolate": "each row fills the template; write {{ and }} for literal braces",
+    "continue_": "each row is its own one-shot prompt (--context NAME sends one to every row)",
 }
 
 
@@ -42,14 +43,14 @@ def check_map_arguments(args: Any) -> None:
     if args.map is None:
         for name in ("into", "concurrency", "resume"):
             if getattr(args, name):
-                flag = "--" + name.replace("_", "-")
+                flag = "--" + name.rstrip("_").replace("_", "-")
                 raise UsageError(f"{flag} goes with --map ITEMS.")
         if args.host and len(args.host) > 1:
             raise UsageError("Several --host go with --map: one cell is sent to one server.")
         return
     for name, why in _NOT_WITH_MAP.items():
         if getattr(args, name):
-            flag = "--" + name.replace("_", "-")
+            flag = "--" + name.rstrip("_").replace("_", "-")
             raise UsageError(f"{flag} does not go with --map: {why}.")
     if not args.out and not args.dry_run:
         raise UsageError("--map needs -o NAME: the results are bound to it, row by row.")

@@ -240,6 +240,9 @@ class Workspace(Settings):
         super().__init__(**kwargs)
         self.conversations = Conversations()
         """Conversations by name; ``%%ollama --chat`` and a chat widget use ``"default"``."""
+        self.last_context: list[int] | None = None
+        """The ``context`` of the last one-shot answer (``/api/generate``), which
+        ``%%ollama --continue`` sends so that the next prompt follows on from it."""
 
     @observe("host", "timeout", "headers")
     def _forget_clients(self, change: Any) -> None:
@@ -460,6 +463,9 @@ class Workspace(Settings):
                 tools=tools,
                 max_tool_rounds=max_tool_rounds,
             )
+        result = outcome.result
+        if request.endpoint == "generate" and outcome.ok and result and result.context:
+            self.last_context = list(result.context)
         gone = isinstance(outcome.error, ModelNotFound)
         if gone and self.default_models.get(client.host) == request.model:
             del self.default_models[client.host]  # gone from the server: choose again
