@@ -116,6 +116,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     if isinstance(magics, OllamaMagics):
         from ollama_magic.workspace import default_workspace, use_workspace
 
+        magics.unwatch()
         if default_workspace() is magics.workspace:
             use_workspace(None)  # ask() and new widgets no longer follow its settings
         magics.workspace.close()

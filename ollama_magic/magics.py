@@ -14,7 +14,7 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 from IPython.display import display
 from traitlets import link
 
-from ollama_magic import admin, data_commands, model_commands
+from ollama_magic import admin, data_commands, explain, model_commands
 from ollama_magic.admin import key_values, parse_words
 from ollama_magic.cell_checks import check_arguments, result_value
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation
@@ -34,7 +34,12 @@ from ollama_magic.workspace import Settings, Workspace, think_value, use_workspa
 __all__ = ["COMMANDS", "OllamaMagics"]
 
 #: The ``%ollama`` commands: the server's administration, and the data commands.
-COMMANDS = {**admin.COMMANDS, **model_commands.COMMANDS, **data_commands.COMMANDS}
+COMMANDS = {
+    **admin.COMMANDS,
+    **model_commands.COMMANDS,
+    **data_commands.COMMANDS,
+    **explain.COMMANDS,
+}
 
 
 @magics_class
@@ -52,6 +57,8 @@ class OllamaMagics(Magics, Settings):
         for name in Settings.class_trait_names(config=True):  # the settings they share
             link((self, name), (self.workspace, name))
         use_workspace(self.workspace)
+        # Failing cells are remembered for %ollama explain (stopped when the extension unloads).
+        self.unwatch = explain.watch(shell) if shell is not None else lambda: None
 
     @property
     def _user_ns(self) -> dict[str, Any]:
@@ -428,6 +435,7 @@ class OllamaMagics(Magics, Settings):
             %ollama reset [--session NAME]     forget the conversation
             %ollama chat [MODEL] [--session NAME]  a chat widget on that conversation
             %ollama traceback              the full traceback of the last error
+            %ollama explain [N]            the model explains the last failed cell (or In [N])
             %ollama help                   this text, and %%ollama's options
 
         Settings are also traits: ``%config OllamaMagics.model = "qwen3"``.
