@@ -22,6 +22,8 @@ from ollama_magic.core import AnswerView, Outcome, Request
 from ollama_magic.errors import ModelOutputError, quiet_interrupt
 from ollama_magic.images import image_base64, thumbnails_html
 from ollama_magic.interpolate import Interpolation, interpolate_report
+from ollama_magic.logprobs import frame as logprobs_frame
+from ollama_magic.logprobs import logprobs_bundle
 from ollama_magic.map_cell import check_map_arguments, map_cell
 from ollama_magic.markdown import render_markdown
 from ollama_magic.options import check_options
@@ -227,6 +229,8 @@ class OllamaMagics(Magics, Settings):
             self._show_request(cell_request.request, filled)
             return
         outcome = self._send(args, cell_request, filled)
+        if outcome.result and outcome.result.logprobs and not args.quiet:
+            display(logprobs_bundle(outcome.result.logprobs), raw=True)
         self._bind(args, cell_request, outcome)
 
     def _build(self, args: Any, template: str, filled: Interpolation) -> _CellRequest:
@@ -329,7 +333,10 @@ class OllamaMagics(Magics, Settings):
         if cell.request.body.get("logprobs"):
             # Bound even when the server sent none, so an earlier cell's list cannot linger.
             namespace["_ollama_logprobs"] = list(outcome.result.logprobs if outcome.result else ())
-        if args.out:
+        if args.out and cell.output is None and cell.request.body.get("logprobs"):
+            # With --logprobs, -o is the table: token, probability, alternatives.
+            namespace[args.out] = logprobs_frame(outcome.result.logprobs if outcome.result else ())
+        elif args.out:
             namespace[args.out] = result_value(outcome, cell.output, args.as_dataframe)
 
     def _keep_partial(self, args: Any, outcome: Outcome) -> str:
@@ -427,6 +434,7 @@ class OllamaMagics(Magics, Settings):
             %ollama pull MODEL             download a model, with a progress bar
             %ollama load [MODEL]           load it into memory now (--keep-alive 30m); then ps
             %ollama unload [MODEL]         free its memory now; then ps
+            %ollama logprobs               the last --logprobs answer's token probabilities
             %ollama status                 is the server there, which version, is the model ready
             %ollama config [KEY=VALUE ...] show or change host, model, options, fps, timeout,
                                            hosts (a,b: servers for --map), concurrency

@@ -1,4 +1,5 @@
-"""``%ollama load`` and ``%ollama unload``: a model in memory (or out of it) before a lesson.
+"""``%ollama load`` / ``unload`` (a model in memory, or out of it, before a lesson) and
+``%ollama logprobs`` (the last answer's token probabilities again).
 
 Both are the API's own requests: ``/api/generate`` with no prompt loads the model (the answer
 says ``done_reason: "load"``), and with ``keep_alive: 0`` unloads it. Each prints what the
@@ -17,11 +18,12 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from ollama_magic import admin
 from ollama_magic.admin import Line, parse_words
+from ollama_magic.logprobs import logprobs_bundle
 from ollama_magic.options import check_duration
 from ollama_magic.terminal import printable
 from ollama_magic.workspace import keep_alive_value
 
-__all__ = ["COMMANDS", "load", "unload"]
+__all__ = ["COMMANDS", "load", "logprobs", "unload"]
 
 
 @magic_arguments(name="ollama load")
@@ -87,4 +89,26 @@ def _for(keep: float | str) -> str:
     return "until it is unloaded" if keep < 0 else f"for {keep:g} s"
 
 
-COMMANDS: dict[str, Callable[[Line, list[str]], Any]] = {"load": load, "unload": unload}
+def logprobs(line: Line, rest: list[str]) -> None:
+    """``%ollama logprobs``: show the last ``--logprobs`` answer's token probabilities again."""
+    from IPython import get_ipython
+    from IPython.display import display
+
+    if rest:
+        raise UsageError("Usage: %ollama logprobs")
+    shell = get_ipython()
+    last = shell.user_ns.get("_ollama_logprobs") if shell is not None else None
+    if not last:
+        raise UsageError("No token probabilities yet: ask with %%ollama --logprobs first.")
+    bundle = logprobs_bundle(last)
+    if line.rich:
+        display(bundle, raw=True)
+    else:
+        print(bundle["text/plain"])
+
+
+COMMANDS: dict[str, Callable[[Line, list[str]], Any]] = {
+    "load": load,
+    "unload": unload,
+    "logprobs": logprobs,
+}
