@@ -1,15 +1,18 @@
-"""What a ``%%ollama`` cell's flags allow together, and what ``-o`` binds."""
+"""What a ``%%ollama`` cell's flags allow together, what they name, and what ``-o`` binds."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
 
+from ollama_magic.compare import temperatures
 from ollama_magic.errors import OllamaError
 from ollama_magic.structured import OutputFormat, plain_data
+from ollama_magic.tools import Toolbox, is_tool_name
 
-__all__ = ["check_arguments", "result_value"]
+__all__ = ["check_arguments", "context_from", "result_value", "toolbox"]
 
 
 def check_arguments(args: Any, cell: str) -> None:
@@ -28,6 +31,25 @@ def check_arguments(args: Any, cell: str) -> None:
         raise UsageError("--retries goes with --format: it re-asks when the JSON is invalid.")
     if args.continue_ and args.context:
         raise UsageError("--continue and --context both give the context: pick one.")
+    try:
+        temperatures(args.temperature)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.compare is not None and args.compare < 2:
+        raise UsageError(f"--compare takes 2 or more runs, not {args.compare}.")
+    if args.compare and args.temperature and "," in args.temperature:
+        raise UsageError("--compare N or -t with a list of values: pick one.")
+    comparing = args.compare or (args.temperature and "," in args.temperature)
+    if comparing:
+        for value, name in (
+            (args.chat or args.session, "--chat"),
+            (args.tools, "--tools"),
+            (args.format, "--format"),
+            (args.map, "--map"),
+            (args.image, "--image"),
+        ):
+            if value:
+                raise UsageError(f"{name} does not go with comparing runs side by side.")
     if args.chat or args.session or args.tools:
         for value, name in (
             (args.raw, "--raw"),
@@ -55,3 +77,49 @@ def result_value(outcome: Any, output: OutputFormat | None, as_dataframe: bool) 
         ) from None
     data = plain_data(outcome.value)
     return pd.DataFrame(data if isinstance(data, list) else [data])
+
+
+def toolbox(names: str | None, namespace: Mapping[str, Any]) -> Toolbox | None:
+    """The notebook functions named by --tools."""
+    if not names:
+        return None
+    functions: dict[str, Any] = {}
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        function = namespace.get(name)
+        if not callable(function):
+            raise UsageError(f"--tools: there is no function named {name!r} in the notebook.")
+        # A function's own name, unless it has none that a model can call (a partial, a
+        # callable object, a lambda) or another tool has it: then the notebook's name.
+        own = getattr(function, "__name__", "")
+        key = own if is_tool_name(own) and own not in functions else name
+        if key in functions:
+            raise UsageError(
+                f"--tools: two tools would be named {key!r}; give one of them another name "
+                "(def NAME(...) or NAME = the function)."
+            )
+        functions[key] = function
+    try:
+        return Toolbox(functions)
+    except ValueError as exc:
+        raise UsageError(f"--tools: {exc}") from None
+
+
+def context_from(
+    args: Any, last: list[int] | None, namespace: Mapping[str, Any]
+) -> list[int] | None:
+    """The ``context`` that ``--continue`` or ``--context NAME`` sends (None: none)."""
+    if args.continue_:
+        if last is None:
+            raise UsageError(
+                "--continue: there is no one-shot answer to follow on from yet in this "
+                "kernel (or its server sent no context)."
+            )
+        return list(last)
+    if args.context is None:
+        return None
+    value = namespace.get(args.context)
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(token, int) and not isinstance(token, bool) for token in value
+    ):
+        raise UsageError(f"--context: {args.context} is not a list of token ids (ints).")
+    return list(value)

@@ -16,7 +16,8 @@ from traitlets import link
 
 from ollama_magic import admin, data_commands, explain, model_commands
 from ollama_magic.admin import key_values, parse_words
-from ollama_magic.cell_checks import check_arguments, result_value
+from ollama_magic.cell_checks import check_arguments, context_from, result_value, toolbox
+from ollama_magic.compare import compare, temperatures
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation
 from ollama_magic.core import AnswerView, Outcome, Request
 from ollama_magic.errors import ModelOutputError, quiet_interrupt
@@ -29,7 +30,7 @@ from ollama_magic.markdown import render_markdown
 from ollama_magic.options import check_options
 from ollama_magic.render import escape
 from ollama_magic.structured import OutputFormat, output_format
-from ollama_magic.tools import Toolbox, is_tool_name
+from ollama_magic.tools import Toolbox
 from ollama_magic.views import NotebookView, QuietView, TextView, note_html
 from ollama_magic.workspace import Settings, Workspace, think_value, use_workspace
 
@@ -89,7 +90,19 @@ class OllamaMagics(Magics, Settings):
     @argument("-s", "--system", metavar="TEXT", help="System prompt (a chat: the session's).")
     @argument("-o", "--out", metavar="NAME", help="Store the answer (str) in variable NAME.")
     @argument_group("Options and request fields")
-    @argument("-t", "--temperature", type=float, help="Sampling temperature (option).")
+    @argument(
+        "-t",
+        "--temperature",
+        metavar="T",
+        help="Sampling temperature (option); a list (0,0.7,1.5) answers once per value, side "
+        "by side.",
+    )
+    @argument(
+        "--compare",
+        type=int,
+        metavar="N",
+        help="Answer N times, side by side (the lesson on sampling; -o gets the list).",
+    )
     @argument("--seed", type=int, help="Random seed, for repeatable answers (option).")
     @argument("-n", "--num-predict", type=int, metavar="N", help="At most N tokens (option).")
     @argument("--ctx", type=int, metavar="N", help="Context window in tokens (num_ctx).")
@@ -224,6 +237,25 @@ class OllamaMagics(Magics, Settings):
             if args.no_interpolate
             else interpolate_report(cell.strip(), self._user_ns)
         )
+        several = len(temperatures(args.temperature)) > 1
+        if (args.compare or several) and not args.dry_run:
+            variants: list[dict[str, Any]] = (
+                [{"temperature": t} for t in temperatures(args.temperature)]
+                if several
+                else [{} for _ in range(args.compare)]
+            )
+            answers = compare(
+                self.workspace,
+                filled.text,
+                variants,
+                model=args.model_name or args.model,
+                host=args.host[0] if args.host else None,
+                fields=self._fields(args),
+                rich=self._rich_output(),
+            )
+            if args.out:
+                self._user_ns[args.out] = answers
+            return
         cell_request = self._build(args, cell.strip(), filled)
         if args.dry_run:
             self._show_request(cell_request.request, filled)
@@ -237,7 +269,7 @@ class OllamaMagics(Magics, Settings):
         """The cell's request, built by the workspace from the flags."""
         namespace = self._user_ns
         output = output_format(args.format, namespace) if args.format else None
-        tools = self._tools(args.tools)
+        tools = toolbox(args.tools, self._user_ns)
         images = [image_base64(source, namespace) for source in args.image]
         conversation = None
         if args.chat or args.session:
@@ -274,26 +306,8 @@ class OllamaMagics(Magics, Settings):
             "suffix": args.suffix,
             "template": args.template,
             "raw": True if args.raw else None,
-            "context": self._context(args),
+            "context": context_from(args, self.workspace.last_context, self._user_ns),
         }
-
-    def _context(self, args: Any) -> list[int] | None:
-        """The ``context`` that ``--continue`` or ``--context NAME`` sends (None: none)."""
-        if args.continue_:
-            if self.workspace.last_context is None:
-                raise UsageError(
-                    "--continue: there is no one-shot answer to follow on from yet in this "
-                    "kernel (or its server sent no context)."
-                )
-            return list(self.workspace.last_context)
-        if args.context is None:
-            return None
-        value = self._user_ns.get(args.context)
-        if not isinstance(value, (list, tuple)) or not all(
-            isinstance(token, int) and not isinstance(token, bool) for token in value
-        ):
-            raise UsageError(f"--context: {args.context} is not a list of token ids (ints).")
-        return list(value)
 
     def _send(self, args: Any, cell: _CellRequest, filled: Interpolation) -> Outcome:
         """Ask, showing the answer as it streams; raise (in one line) what went wrong."""
@@ -357,8 +371,12 @@ class OllamaMagics(Magics, Settings):
 
     def _options(self, args: Any) -> dict[str, Any]:
         """The flags, then --option KEY=VALUE (over the options setting, by the workspace)."""
+        try:
+            wanted = temperatures(args.temperature)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         flags = {
-            "temperature": args.temperature,
+            "temperature": wanted[0] if len(wanted) == 1 else None,
             "seed": args.seed,
             "num_predict": args.num_predict,
             "num_ctx": args.ctx,
@@ -369,30 +387,6 @@ class OllamaMagics(Magics, Settings):
             return check_options(options)
         except ValueError as exc:
             raise UsageError(f"--option: {exc}") from None
-
-    def _tools(self, names: str | None) -> Toolbox | None:
-        """The notebook functions named by --tools."""
-        if not names:
-            return None
-        functions: dict[str, Any] = {}
-        for name in (n.strip() for n in names.split(",") if n.strip()):
-            function = self._user_ns.get(name)
-            if not callable(function):
-                raise UsageError(f"--tools: there is no function named {name!r} in the notebook.")
-            # A function's own name, unless it has none that a model can call (a partial, a
-            # callable object, a lambda) or another tool has it: then the notebook's name.
-            own = getattr(function, "__name__", "")
-            key = own if is_tool_name(own) and own not in functions else name
-            if key in functions:
-                raise UsageError(
-                    f"--tools: two tools would be named {key!r}; give one of them another name "
-                    "(def NAME(...) or NAME = the function)."
-                )
-            functions[key] = function
-        try:
-            return Toolbox(functions)
-        except ValueError as exc:
-            raise UsageError(f"--tools: {exc}") from None
 
     def _view(self, args: Any, notes: list[str], *, structured: bool = False) -> AnswerView:
         if args.quiet:

@@ -35,6 +35,7 @@ _NOT_WITH_MAP = {
     "as_dataframe": "a DataFrame in gives a DataFrame out already",
     "no_interpolate": "each row fills the template; write {{ and }} for literal braces",
     "continue_": "each row is its own one-shot prompt (--context NAME sends one to every row)",
+    "compare": "compare runs on one prompt, then map the settings you chose",
 }
 
 

@@ -325,7 +325,7 @@ def test_errors_raise_the_family_error_with_the_server_text(ipython, fake_ollama
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("--temperature warm", "invalid float value"),
+        ("--temperature warm", "-t takes a number or a list like 0,0.7,1.5, not 'warm'"),
         ("--nope", "unrecognized arguments"),
         ("llama3.2 -m qwen3", "Give the model once"),
         ("-s 'unclosed", "No closing quotation"),
