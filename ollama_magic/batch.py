@@ -112,10 +112,10 @@ class BatchStatus:
 
     @property
     def rate(self) -> float | None:
-        """Rows finished per second so far (None before the first)."""
-        if not self.finished or self.elapsed <= 0:
-            return None
-        return self.finished / self.elapsed
+        """Rows finished per second by this run (None before the first): rows answered
+        before a resume took no time."""
+        sent = self.finished - self.skipped
+        return sent / self.elapsed if sent > 0 and self.elapsed > 0 else None
 
     @property
     def eta(self) -> float | None:
@@ -185,8 +185,9 @@ class _Runner(Generic[R]):
         self.queue = collections.deque(positions)
         self.tried: dict[int, set[int]] = {}
         """Per row, the servers whose failure sent it on to another (by id of the status)."""
-        self.dropped: dict[int, int] = {}
-        """Per row, connections lost while a server that stayed up answered it."""
+        self.dropped: set[int] = set()
+        """Rows whose connection broke while the server that answered them stayed up."""
+        self.size: Callable[[int], int] = lambda position: 1
         self.send = send
         self.preview = preview
         self.status = status
@@ -267,8 +268,8 @@ class _Runner(Generic[R]):
             host.running -= 1
             host.failing = 0
             self.run.results[position] = value
-            host.done += 1
-            self.status.done += 1
+            host.done += self.size(position)
+            self.status.done += self.size(position)
             if shown is not None and len(self.status.preview) < PREVIEW_ROWS:
                 self.status.preview.append(shown)
 
@@ -290,21 +291,21 @@ class _Runner(Generic[R]):
                 self.queue.appendleft(position)  # for this server a little later, or another
             elif gone:
                 self.queue.appendleft(position)  # the server went away: for the others
-                host.requeued += 1
+                host.requeued += self.size(position)
                 assert isinstance(error, OllamaError)
                 self._leave(host, error, error.message)
             elif self._elsewhere(position, host, error):
                 self.queue.appendleft(position)  # another server may answer it
-                host.requeued += 1
+                host.requeued += self.size(position)
                 host.failing += 1
                 if host.failing >= MAX_SERVER_FAULTS:
                     assert isinstance(error, OllamaError)
                     why = f"{host.failing} rows failed in a row: {error.message}"
                     self._leave(host, error, why)
-            elif _dropped(error) and not self.dropped.get(position):
+            elif _dropped(error) and position not in self.dropped:
                 # The server is up, but the connection broke while it answered: once more (a
                 # row that breaks it twice is the row's problem).
-                self.dropped[position] = 1
+                self.dropped.add(position)
                 self.queue.appendleft(position)
             else:
                 if isinstance(error, SERVER_FAULTS):
@@ -331,8 +332,8 @@ class _Runner(Generic[R]):
     def _record(self, position: int, host: HostStatus, error: Exception) -> None:
         """The row failed: keep its error (the lock is held)."""
         self.run.errors[position] = error
-        host.failed += 1
-        self.status.failed += 1
+        host.failed += self.size(position)
+        self.status.failed += self.size(position)
 
     def stop(self) -> None:
         """Stop handing out rows and cut the requests in flight (their rows stay to do)."""
@@ -356,6 +357,7 @@ def run_batch(
     skipped: int = 0,
     unit: str = "rows",
     fail_fast: bool = False,
+    size: Callable[[int], int] | None = None,
 ) -> BatchRun[R]:
     """Run ``send`` for every position, ``concurrency`` at a time on each client's server.
 
@@ -364,15 +366,20 @@ def run_batch(
     rest stay ``pending`` and ``run.error`` says why. Ctrl-C in the caller's thread stops the
     batch: rows in flight are cut and stay pending, and ``run.interruption`` holds the
     interrupt for the caller to raise once it kept the results. With ``fail_fast``, the first
-    failed row stops the handing out of rows (the rest stay pending).
+    failed row stops the handing out of rows (the rest stay pending). ``size(position)`` is
+    what a position counts for in the progress and the summary (the texts of a batch of
+    embeddings; default 1).
 
     Nothing is raised here; results come back whatever happened.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-    status = BatchStatus(total=len(positions) + skipped, skipped=skipped, unit=unit)
+    weigh = size or (lambda position: 1)
+    total = sum(map(weigh, positions)) + skipped
+    status = BatchStatus(total=total, skipped=skipped, unit=unit)
     status.done = skipped
     runner = _Runner(positions, send, clients, preview, status)
+    runner.size = weigh
     runner.fail_fast = fail_fast
     progress = progress or BatchProgress()
     threads = [
@@ -420,7 +427,7 @@ def run_batch(
         several = len(status.hosts) > 1
         why = last.message.rstrip(".") if last else "unreachable"
         run.error = OllamaError(
-            f"No server is left to send the last {len(run.pending)} {unit} to"
+            f"No server is left to send the last {sum(map(weigh, run.pending))} {unit} to"
             + (
                 f" ({len(status.hosts)} went away; the last said: {why})."
                 if several

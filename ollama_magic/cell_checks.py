@@ -32,15 +32,15 @@ def check_arguments(args: Any, cell: str) -> None:
     if args.continue_ and args.context:
         raise UsageError("--continue and --context both give the context: pick one.")
     try:
-        temperatures(args.temperature)
+        args.temperatures = temperatures(args.temperature)  # parsed once, here
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    several = len(args.temperatures) > 1
     if args.compare is not None and args.compare < 2:
         raise UsageError(f"--compare takes 2 or more runs, not {args.compare}.")
-    if args.compare and args.temperature and "," in args.temperature:
+    if args.compare and several:
         raise UsageError("--compare N or -t with a list of values: pick one.")
-    comparing = args.compare or (args.temperature and "," in args.temperature)
-    if comparing:
+    if args.compare or several:
         for value, name in (
             (args.chat or args.session, "--chat"),
             (args.tools, "--tools"),

@@ -10,18 +10,16 @@ from __future__ import annotations
 import importlib
 import math
 import threading
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ollama_magic.batch import SERVER_FAULTS, BatchProgress, BatchStatus, busy, run_batch
+from ollama_magic.batch import run_batch
 from ollama_magic.client import Client
 from ollama_magic.errors import ModelNotFound, OllamaError, quiet_interrupt
 from ollama_magic.options import check_options
 from ollama_magic.progress import progress_view
 from ollama_magic.rows import Rows
-from ollama_magic.transport import Cancellation, Cancelled
+from ollama_magic.transport import Cancellation
 from ollama_magic.workspace import Workspace, default_workspace, keep_alive_value
 
 if TYPE_CHECKING:
@@ -80,44 +78,24 @@ def _check_servers(
     return name, min(length, dimensions) if length and dimensions else length or dimensions or 0
 
 
-class _Run(BatchProgress):
-    """The texts of one call, the array their vectors go into, and the progress in texts
-    (the engine counts requests; a user knows how many texts they gave)."""
+class _Run:
+    """The texts of one call and the array their vectors go into."""
 
     def __init__(self, texts: list[str], model: str, size: int, fields: dict[str, Any]) -> None:
         self.texts, self.model, self.size, self.fields = texts, model, size, fields
-        self.view = BatchProgress()
         self.lock = threading.Lock()
         self.vectors: NDArray[np.float32] | None = None
-        self.error: Exception | None = None
-        """The first failed batch's error: the call raises it, so later batches are skipped."""
-        self.done, self.failed, self.moved = Counter[str](), Counter[str](), Counter[str]()
+
+    def texts_in(self, position: int) -> int:
+        """How many texts batch ``position`` holds (what it counts for in the progress)."""
+        return len(self.texts[position * self.size : (position + 1) * self.size])
 
     def send(self, position: int, client: Client, stop: Cancellation) -> None:
         """Embed one batch into its rows of the array."""
-        if stop.cancelled or self.error is not None:
-            raise Cancelled()  # not sent: an earlier batch failed, and the call raises that
         start = position * self.size
         chunk = self.texts[start : start + self.size]
-        try:
-            self._store(
-                start,
-                client.embed(self.model, chunk, cancel=stop, **self.fields),
-                len(chunk),
-                client,
-            )
-        except Exception as error:
-            with self.lock:
-                if getattr(error, "lost_connection", False) or isinstance(error, SERVER_FAULTS):
-                    # The engine may give it to another server (or keep it as failed).
-                    self.moved[client.host] += len(chunk)
-                # A 503 goes back in the engine's queue: not failed either.
-                elif not busy(error):
-                    self.failed[client.host] += len(chunk)
-                    self.error = self.error or error
-            raise
-        with self.lock:
-            self.done[client.host] += len(chunk)
+        vectors = client.embed(self.model, chunk, cancel=stop, **self.fields)
+        self._store(start, vectors, len(chunk), client)
 
     def _store(self, start: int, vectors: list[list[float]], count: int, client: Client) -> None:
         import numpy as np
@@ -141,20 +119,6 @@ class _Run(BatchProgress):
                     hint=f"Each server must have the same {self.model}; pull it again there.",
                 )
             self.vectors[start : start + count] = block
-
-    def _in_texts(self, status: BatchStatus) -> BatchStatus:
-        with self.lock:
-            hosts = [replace(h, done=self.done[h.host]) for h in status.hosts]
-            for host in hosts:
-                host.failed, host.requeued = self.failed[host.host], self.moved[host.host]
-            done, failed = sum(self.done.values()), sum(self.failed.values())
-        return replace(status, total=len(self.texts), done=done, failed=failed, hosts=hosts)
-
-    def update(self, status: BatchStatus) -> None:
-        self.view.update(self._in_texts(status))
-
-    def finish(self, status: BatchStatus) -> None:
-        self.view.finish(self._in_texts(status))
 
 
 def embed(
@@ -218,23 +182,22 @@ def embed(
         return np.empty((0, length), dtype=np.float32)
     run = _Run(items, name, batch_size, fields)
     # One request takes as long as one answer: a bar and a summary for it would be noise.
-    run.view = progress_view(rich=None, quiet=not progress or len(items) <= batch_size)
+    view = progress_view(rich=None, quiet=not progress or len(items) <= batch_size)
     positions, fps = range(math.ceil(len(items) / batch_size)), min(workspace.fps, 4.0)
     outcome = run_batch(
         positions,
         run.send,
         clients,
         concurrency=per_server,
-        progress=run,
+        progress=view,
         fps=fps,
-        unit="texts",
+        unit="texts",  # counted in texts: what the user gave
+        size=run.texts_in,
         fail_fast=True,  # an array with holes is of no use: the first failure is raised
     )
     if outcome.interruption is not None:
-        done = f"{sum(run.done.values()):,} of {len(items):,} texts were embedded; none are kept."
+        done = f"{outcome.status.done:,} of {len(items):,} texts were embedded; none are kept."
         raise quiet_interrupt(outcome.interruption, done) from None
-    if run.error is not None:
-        raise run.error
     if outcome.errors:  # a batch the servers failed (the engine kept its error)
         first = outcome.errors[min(outcome.errors)]
         raise first if isinstance(first, OllamaError) else OllamaError(str(first))

@@ -17,7 +17,7 @@ from traitlets import link
 from ollama_magic import admin, data_commands, explain, model_commands
 from ollama_magic.admin import key_values, parse_words
 from ollama_magic.cell_checks import check_arguments, context_from, result_value, toolbox
-from ollama_magic.compare import compare, temperatures
+from ollama_magic.compare import compare
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation
 from ollama_magic.core import AnswerView, Outcome, Request
 from ollama_magic.errors import ModelOutputError, quiet_interrupt
@@ -237,10 +237,10 @@ class OllamaMagics(Magics, Settings):
             if args.no_interpolate
             else interpolate_report(cell.strip(), self._user_ns)
         )
-        several = len(temperatures(args.temperature)) > 1
+        several = len(args.temperatures) > 1  # -t 0,0.7,1.5 (parsed by check_arguments)
         if (args.compare or several) and not args.dry_run:
             variants: list[dict[str, Any]] = (
-                [{"temperature": t} for t in temperatures(args.temperature)]
+                [{"temperature": t} for t in args.temperatures]
                 if several
                 else [{} for _ in range(args.compare)]
             )
@@ -371,10 +371,7 @@ class OllamaMagics(Magics, Settings):
 
     def _options(self, args: Any) -> dict[str, Any]:
         """The flags, then --option KEY=VALUE (over the options setting, by the workspace)."""
-        try:
-            wanted = temperatures(args.temperature)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        wanted = args.temperatures  # parsed by check_arguments
         flags = {
             "temperature": wanted[0] if len(wanted) == 1 else None,
             "seed": args.seed,

@@ -59,12 +59,6 @@ def _unit(status: BatchStatus, count: int) -> str:
     return status.unit[:-1] if count == 1 and status.unit.endswith("s") else status.unit
 
 
-def _rate(status: BatchStatus) -> float | None:
-    """Rows finished per second by this run: rows answered before a resume took no time."""
-    sent = status.finished - status.skipped
-    return sent / status.elapsed if sent > 0 and status.elapsed > 0 else None
-
-
 def _rate_text(rate: float) -> str:
     return f"{rate:,.0f}" if rate >= 10 else f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}"
 
@@ -93,7 +87,7 @@ def status_text(status: BatchStatus) -> str:
     total = f"{status.total:,} {_unit(status, status.total)}"
     failed = f"{status.failed:,} failed"
     left = f"{status.left:,} left"
-    rate = _rate(status)
+    rate = status.rate
     if status.state in ("interrupted", "failed"):
         interrupted = status.state == "interrupted"
         answered = f"{status.done:,}{f' of {total}' if interrupted else ''} answered"
@@ -109,8 +103,9 @@ def status_text(status: BatchStatus) -> str:
             parts.append(failed)
         if rate is not None:
             parts.append(f"{_rate_text(rate)} {status.unit}/s")
-        if status.state == "running" and rate is not None and status.left:
-            parts.append(f"about {format_duration(status.left / rate)} left")
+        eta = status.eta
+        if status.state == "running" and eta is not None and status.left:
+            parts.append(f"about {format_duration(eta)} left")
         text = " · ".join(parts)
     if status.skipped:
         text += f" ({status.skipped:,} answered before, not sent again)"
