@@ -1814,3 +1814,15 @@ def test_import_hygiene():
             for m in new
             if m.startswith("ollama_magic.") and not m.startswith("ollama_magic.testing")
         ]
+
+
+def test_it_samples_above_temperature_zero_and_a_seed_repeats_the_draw(server):
+    def answer(**options) -> str:
+        body = {"model": "llama3.2", "prompt": "Name a colour.", "stream": False}
+        return post(server, "/api/generate", {**body, "options": options}).json()["response"]
+
+    drawn = {answer(temperature=0.9) for _ in range(8)}
+    assert len(drawn) > 1  # 210 possible answers: eight equal draws would be a broken sampler
+    assert len({answer(temperature=0.9, seed=7) for _ in range(3)}) == 1
+    assert len({answer(temperature=0.9, seed=seed) for seed in range(6)}) > 1  # seeds differ
+    assert len({answer(temperature=0) for _ in range(3)} | {answer()}) == 1  # greedy

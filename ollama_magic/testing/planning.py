@@ -23,6 +23,7 @@ from ollama_magic.testing.replies import (
     default_text,
     default_thinking,
     normalize_tool_call,
+    sampling,
     schema_text,
     tokenize,
     tool_arguments,
@@ -120,7 +121,8 @@ def _default_content(context: Context) -> tuple[str, list[tuple[str | None, str,
     images = len(context.request.get("images") or [])
     if context.chat and messages:
         images = len(messages[-1].get("images") or [])
-    return default_text(context.model, context.prompt, images=images), []
+    draw = sampling(context.request.get("options"))
+    return default_text(context.model, context.prompt, images=images, draw=draw), []
 
 
 def prompt_tokens(context: Context) -> list[str]:

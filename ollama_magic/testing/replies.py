@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -169,7 +170,7 @@ def snippet(text: str, limit: int = 60) -> str:
 
 
 _POINTS = [
-    "it answers the same way every time, so tests can rely on it",
+    "at temperature 0 it answers the same way every time, so tests can rely on it",
     "no real model runs here; the text is derived from your prompt",
     "it streams one word-ish token per chunk, like the real server",
     "metrics in the final chunk are measured, in nanoseconds",
@@ -179,10 +180,34 @@ _POINTS = [
 ]
 
 
-def default_text(model: str, prompt: str, *, images: int = 0) -> str:
-    """The default markdown answer: names the model, quotes the prompt, lists a few points."""
-    start = stable_hash(model, prompt) % len(_POINTS)
-    points = [_POINTS[(start + i) % len(_POINTS)] for i in range(3)]
+def sampling(options: Mapping[str, Any] | None) -> object:
+    """What a default answer's wording depends on besides the model and the prompt.
+
+    As a model samples: above temperature 0 each answer is a fresh draw, unless a ``seed``
+    makes it repeatable (the same seed and temperature, the same answer). At temperature 0,
+    and when no temperature is asked for, the stand-in answers one way only (where Ollama
+    would sample at 0.8), so that tests and lessons stay reproducible: None.
+    """
+    options = options or {}
+    temperature = options.get("temperature")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        return None
+    if temperature <= 0:
+        return None
+    seed = options.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:  # -1: random
+        return ("seed", seed, float(temperature))
+    return random.random()
+
+
+def default_text(model: str, prompt: str, *, images: int = 0, draw: object = None) -> str:
+    """The default markdown answer: names the model, quotes the prompt, lists a few points
+    (which, and in what order, depends on ``draw``: see :func:`sampling`)."""
+    if draw is None:
+        start = stable_hash(model, prompt) % len(_POINTS)
+        points = [_POINTS[(start + i) % len(_POINTS)] for i in range(3)]
+    else:
+        points = random.Random(stable_hash(model, prompt, draw)).sample(_POINTS, 3)
     quoted = snippet(prompt) or "(an empty prompt)"
     lines = [f"This is **{model}** on a stand-in Ollama server. You asked: “{quoted}”", ""]
     if images:
