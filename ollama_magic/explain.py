@@ -68,7 +68,8 @@ def watch(shell: Any) -> Callable[[], None]:
         if error is None or isinstance(error, KeyboardInterrupt):
             return
         number = result.execution_count or 0
-        log[number] = _failure(number, result.info.raw_cell if result.info else "", error)
+        source = result.info.raw_cell if result.info else ""
+        log[number] = _failure(number, source, error, getattr(shell, "compile", None))
         while len(log) > KEEP:
             log.popitem(last=False)
 
@@ -76,7 +77,7 @@ def watch(shell: Any) -> Callable[[], None]:
     return lambda: shell.events.unregister("post_run_cell", remember)
 
 
-def _failure(number: int, source: str, error: BaseException) -> Failure:
+def _failure(number: int, source: str, error: BaseException, compiler: Any = None) -> Failure:
     # IPython's own frames (run_code, exec) say nothing about the student's code.
     frames = [
         frame
@@ -84,11 +85,25 @@ def _failure(number: int, source: str, error: BaseException) -> Failure:
         if "IPython" not in frame.filename.replace("\\", "/").split("/")
     ][-FRAMES:]
     where = "\n".join(
-        f'File "{frame.filename}", line {frame.lineno}, in {frame.name}: {frame.line or ""}'
+        f'File "{_place(frame.filename, compiler)}", line {frame.lineno}, in {frame.name}: '
+        f"{frame.line or ''}"
         for frame in frames
     )
     message = getattr(error, "message", None) or str(error)
     return Failure(number, source.strip(), type(error).__name__, str(message), where)
+
+
+def _place(filename: str, compiler: Any) -> str:
+    """A frame's file as the student knows it, the same on every machine and in every kernel:
+    a cell as ``In[3]`` (not the kernel's temporary file), a library from its package."""
+    named = compiler.format_code_name(filename) if compiler is not None else None
+    if named:
+        return str(named[1])
+    parts = filename.replace("\\", "/").split("/")
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            return "/".join(parts[len(parts) - parts[::-1].index(marker) :])
+    return filename
 
 
 def explain(line: Line, rest: list[str]) -> None:

@@ -57,3 +57,16 @@ def test_explaining_runs_nothing(ipython, fake_ollama):
     with capture_output():
         ipython.run_line_magic("ollama", "explain")
     assert ipython.user_ns["ran"] == 1  # the failed cell was described, never run again
+
+
+def test_frames_name_cells_as_in_n_not_the_kernels_temporary_files(ipython, fake_ollama):
+    """The same failure gives the same prompt in every kernel (so a lesson's explanation
+    replays), and the student sees the cell's number rather than a temporary file."""
+    ipython.run_line_magic("config", "OllamaMagics.model = 'llama3.2'")
+    defined = ipython.run_cell("def ratio(a, b):\n    return a / b\n", store_history=True)
+    ipython.run_cell("ratio(1, 0)", store_history=True)
+    with capture_output():
+        ipython.run_line_magic("ollama", "explain")
+    prompt = asked(fake_ollama)[0]["prompt"]
+    assert f'File "In[{defined.execution_count}]", line 2, in ratio' in prompt
+    assert "ipykernel_" not in prompt and "<ipython-input" not in prompt
