@@ -18,10 +18,10 @@ from typing import Any, Literal, overload
 import requests
 
 from ollama_magic import http_errors  # the one error mapper: used as http_errors.<name>
-from ollama_magic.errors import OllamaError, ResponseError
-from ollama_magic.images import ImageInput, encode_image
+from ollama_magic.errors import OllamaError, ResponseError, ServerUnreachable
+from ollama_magic.images import ImageInput, encode_image, wire_message
 from ollama_magic.options import SecretHeaders
-from ollama_magic.stream import Stream, ndjson_objects
+from ollama_magic.stream import Recorder, Replayed, Stream, ndjson_objects
 from ollama_magic.transport import (
     DEFAULT_HOST,
     Cancellation,
@@ -31,7 +31,7 @@ from ollama_magic.transport import (
     parse_host,
     split_credentials,
 )
-from ollama_magic.types import ModelInfo, Progress, Result, RunningModel, ToolCall
+from ollama_magic.types import ModelInfo, Progress, Result, RunningModel
 
 # Re-exported from their modules, beside the calls that take or return them (and where code
 # written before the split imports them from).
@@ -103,6 +103,8 @@ class Client:
     max_line_bytes: int | None = None
     """The longest NDJSON line this client accepts (a longer one is a StreamError); None:
     the module's ``MAX_LINE_BYTES``, read when an answer starts to stream."""
+    recorder: Recorder | None = None
+    """Records answers and replays recorded ones (``%ollama replay``); None: none."""
 
     def __repr__(self) -> str:
         return f"Client(host={self.host!r})"
@@ -212,7 +214,7 @@ class Client:
         """
         body = _body(
             model=model,
-            messages=[_wire_message(m) for m in messages],
+            messages=[wire_message(m) for m in messages],
             tools=list(tools) if tools else None,
             format=format,
             options=dict(options) if options else None,
@@ -230,10 +232,16 @@ class Client:
     ) -> Stream | Result:
         model = str(body.get("model", ""))
         cancel = cancel or Cancellation()
+        recorder, response = self.recorder, None
+        replayed = recorder.replay(path, body, cancel) if recorder else None
+        tap = recorder.tap(path, body) if recorder and not replayed else None  # starts a clock
         try:
-            response = self._send("POST", path, body, stream=True, model=model, cancel=cancel)
+            if replayed is None:
+                response = self._send("POST", path, body, stream=True, model=model, cancel=cancel)
         except Cancelled:
-            response = None  # stopped before the server answered: an empty, aborted stream
+            pass  # stopped before the server answered: an empty, aborted stream
+        except ServerUnreachable as error:
+            replayed = self._offline(path, body, cancel, error)
         result = Stream(
             response,
             origin=self._origin,
@@ -241,8 +249,19 @@ class Client:
             model=model,
             cancel=cancel,
             similar_models=self.similar_models,
+            replayed=replayed,
+            tap=tap,
         )
         return result if stream else result.consume()
+
+    def _offline(
+        self, path: str, body: dict[str, Any], cancel: Cancellation, error: ServerUnreachable
+    ) -> Replayed:
+        """The server is unreachable: the recorded answer, if there is one, else the error."""
+        replayed = self.recorder.replay(path, body, cancel, offline=True) if self.recorder else None
+        if replayed is None:
+            raise error
+        return replayed
 
     # -- administration -------------------------------------------------------------------
 
@@ -356,7 +375,15 @@ class Client:
         cancel: Cancellation | None = None,
     ) -> dict[str, Any]:
         """A request whose answer is one JSON object."""
-        response = self._send(method, path, body, model=model, cancel=cancel)
+        recorder, stop = self.recorder, cancel or Cancellation()
+        replayed = recorder.replay(path, body or {}, stop) if recorder else None
+        try:
+            if replayed is None:
+                response = self._send(method, path, body, model=model, cancel=cancel)
+        except ServerUnreachable as unreachable:
+            replayed = self._offline(path, body or {}, stop, unreachable)
+        if replayed is not None:
+            return next(replayed.objects, {})
         try:
             data = response.json() if response.content else {}
         except (ValueError, RecursionError) as exc:
@@ -373,6 +400,8 @@ class Client:
             if status < 400:  # an error object with 200: an adapter's way of saying 404 or 400
                 status = http_errors.implied_status(error) or 500
             raise self._error(status, error, path, model)
+        if recorder is not None:
+            recorder.record(path, body or {}, data)
         return data
 
     def _send(
@@ -466,16 +495,3 @@ class Client:
 def _body(**fields: Any) -> dict[str, Any]:
     """A request body without the fields left as None (the server's defaults apply)."""
     return {key: value for key, value in fields.items() if value is not None}
-
-
-def _wire_message(message: Mapping[str, Any]) -> dict[str, Any]:
-    """A chat message as the server wants it: images base64, tool calls as JSON."""
-    out = {key: value for key, value in message.items() if value is not None}
-    if out.get("images"):
-        out["images"] = [encode_image(i) for i in out["images"]]
-    if out.get("tool_calls"):
-        out["tool_calls"] = [
-            c.to_json() if isinstance(c, ToolCall) else c for c in out["tool_calls"]
-        ]
-    out.setdefault("content", "")
-    return out

@@ -75,6 +75,8 @@ def compare(
         )
         for variant in variants
     ]
+    for number, request in enumerate(requests):
+        request.take = f"run {number + 1}"  # identical runs each replay their own answer
 
     def send(position: int, sender: Client, stop: Cancellation) -> str:
         outcome = workspace.ask(requests[position], stop=stop)

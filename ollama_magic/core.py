@@ -54,6 +54,8 @@ class Request:
     """The fields filled from the notebook, by name."""
     client: Client | None = field(default=None, repr=False, compare=False)
     """The client that sends it (the workspace's for ``host``); None: the caller's."""
+    take: str = ""
+    """Tells identical requests apart when replayed (``--compare``'s runs)."""
 
     @property
     def model(self) -> str:
@@ -462,6 +464,8 @@ def footer_parts(outcome: Outcome) -> list[str]:
         if result.done_reason == "length":
             parts.append("truncated at the token limit (raise -n/--num-predict or --ctx)")
         parts += _dropped_features(outcome, result)
+    if result is not None and result.recorded_at:
+        parts.append(f"replayed (recorded {result.recorded_at[:16].replace('T', ' ')} UTC)")
     if outcome.tools_not_run:
         parts.append(
             f"{outcome.tools_not_run} tool calls not run (at most {MAX_CALLS_PER_ROUND} a round)"

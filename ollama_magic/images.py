@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from ollama_magic.errors import OllamaError
+from ollama_magic.types import ToolCall
 
-__all__ = ["ImageInput", "encode_image", "image_base64", "png_bytes", "thumbnails_html"]
+__all__ = [
+    "ImageInput",
+    "encode_image",
+    "image_base64",
+    "png_bytes",
+    "thumbnails_html",
+    "wire_message",
+]
 
 #: Anything accepted as an image: raw bytes, a file path, or base64 text.
 ImageInput = bytes | bytearray | memoryview | str | os.PathLike[str]
@@ -193,3 +201,16 @@ def thumbnails_html(images: list[str], names: list[str] | None = None) -> str:
             'border-radius: 4px; vertical-align: top">'
         )
     return f'<div class="ollama-magic-images">{"".join(cells)}</div>'
+
+
+def wire_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A chat message as the server wants it: images base64, tool calls as JSON."""
+    out = {key: value for key, value in message.items() if value is not None}
+    if out.get("images"):
+        out["images"] = [encode_image(i) for i in out["images"]]
+    if out.get("tool_calls"):
+        out["tool_calls"] = [
+            c.to_json() if isinstance(c, ToolCall) else c for c in out["tool_calls"]
+        ]
+    out.setdefault("content", "")
+    return out

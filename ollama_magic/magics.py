@@ -14,7 +14,7 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 from IPython.display import display
 from traitlets import link
 
-from ollama_magic import admin, data_commands, explain, model_commands
+from ollama_magic import admin, data_commands, explain, model_commands, replay_commands
 from ollama_magic.admin import key_values, parse_words
 from ollama_magic.cell_checks import check_arguments, context_from, result_value, toolbox
 from ollama_magic.compare import compare
@@ -42,6 +42,7 @@ COMMANDS = {
     **model_commands.COMMANDS,
     **data_commands.COMMANDS,
     **explain.COMMANDS,
+    **replay_commands.COMMANDS,
 }
 
 
@@ -60,8 +61,18 @@ class OllamaMagics(Magics, Settings):
         for name in Settings.class_trait_names(config=True):  # the settings they share
             link((self, name), (self.workspace, name))
         use_workspace(self.workspace)
-        # Failing cells are remembered for %ollama explain (stopped when the extension unloads).
-        self.unwatch = explain.watch(shell) if shell is not None else lambda: None
+        # Failing cells are remembered for %ollama explain, and recordings note their cell.
+        stops = (
+            [explain.watch(shell), replay_commands.watch(shell, self.workspace)] if shell else []
+        )
+
+        def unwatch() -> None:
+            for stop in stops:
+                stop()
+            stops.clear()
+
+        self.unwatch = unwatch
+        """Stops watching the kernel's cells (called when the extension unloads)."""
 
     @property
     def _user_ns(self) -> dict[str, Any]:
@@ -431,6 +442,9 @@ class OllamaMagics(Magics, Settings):
                                            hosts (a,b: servers for --map), concurrency
             %ollama embed MODEL --in NAME -o OUT   embed a list or Series of texts into an array
             %ollama history [--session NAME]   the conversation so far
+            %ollama log [--search TEXT]    what was asked, from the recordings (a DataFrame)
+            %ollama replay [on|record|strict|off] [PATH] [--fast]   record answers, replay
+                                           them without a server; export FILE, import FILE
             %ollama reset [--session NAME]     forget the conversation
             %ollama chat [MODEL] [--session NAME]  a chat widget on that conversation
             %ollama traceback              the full traceback of the last error

@@ -22,13 +22,16 @@ from typing import Any
 
 __all__ = [
     "OLLAMA_OPTIONS",
+    "THINK_LEVELS",
     "SecretHeaders",
     "SecretHost",
     "check_duration",
     "check_headers",
     "check_options",
+    "keep_alive_value",
     "mask_headers",
     "mask_host",
+    "think_value",
 ]
 
 _INT_OPTIONS = frozenset(
@@ -239,3 +242,34 @@ class SecretHost(str):
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+
+def keep_alive_value(text: str | None) -> float | str | None:
+    """A keep-alive setting as sent: numbers as seconds (Ollama rejects the string "-1"),
+    anything else as a duration ("5m")."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+THINK_LEVELS = ("low", "medium", "high", "max")
+
+
+def think_value(value: bool | str | None) -> bool | str | None:
+    """``think`` as sent: True, False, None (the model's default) or a level.
+
+    Raises:
+        ValueError: Anything else (a level is checked here, not by the server mid-turn).
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("true", "false"):
+        return word == "true"
+    if word not in THINK_LEVELS:
+        levels = ", ".join(THINK_LEVELS)
+        raise ValueError(f"think takes True, False or one of {levels}, not {value!r}")
+    return word

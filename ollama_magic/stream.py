@@ -14,7 +14,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import requests
 import urllib3.exceptions
@@ -32,7 +33,46 @@ from ollama_magic.http_errors import (
 from ollama_magic.transport import Cancellation
 from ollama_magic.types import Chunk, Metrics, Result, ToolCall
 
-__all__ = ["Stream", "ndjson_objects"]
+__all__ = ["Recorder", "Replayed", "Stream", "ndjson_objects"]
+
+#: The JSON objects of an answer, as they are read.
+Objects = Generator[dict[str, Any], None, None]
+#: Wraps the objects of an answer as they are read (to record them).
+Tap = Callable[[Objects], Objects]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """An answer that comes from a recording instead of a server (see
+    :mod:`ollama_magic.replay`): its objects, paced as recorded, and when it was recorded."""
+
+    objects: Objects
+    recorded_at: str
+
+
+class Recorder(Protocol):
+    """What a client consults before sending: :class:`ollama_magic.replay.Replay`."""
+
+    def replay(
+        self, path: str, body: dict[str, Any], cancel: Cancellation, *, offline: bool = False
+    ) -> Replayed | None:
+        """The recorded answer to use instead of sending (None: send). ``offline``: the
+        server could not be reached."""
+
+    def tap(self, path: str, body: dict[str, Any]) -> Tap | None:
+        """Records a streamed answer about to be asked (None: not recorded)."""
+
+    def record(self, path: str, body: dict[str, Any], answer: dict[str, Any]) -> None:
+        """Records a one-object answer."""
+
+
+class _NoConnection:
+    """The response of a replayed stream: nothing to release."""
+
+    raw = None
+
+    def close(self) -> None:
+        pass
 
 
 class Stream:
@@ -56,6 +96,8 @@ class Stream:
         cancel: The request's cancellation, which :meth:`abort` triggers.
         similar_models: Looks up local model names like a missing one, for the error of a
             stream that reports "model not found" in its first line.
+        replayed: A recorded answer to read instead of ``response``.
+        tap: Wraps the objects read from ``response`` (a recording).
     """
 
     def __init__(
@@ -67,17 +109,23 @@ class Stream:
         model: str = "",
         cancel: Cancellation | None = None,
         similar_models: Callable[[str], Sequence[str]] | None = None,
+        replayed: Replayed | None = None,
+        tap: Tap | None = None,
     ) -> None:
-        self._response = response
+        self._response: requests.Response | _NoConnection | None = response
         self._origin = origin
         self._model = model
         self._cancel = cancel or Cancellation()
         self._similar_models = similar_models
-        self._objects: Generator[dict[str, Any], None, None] = (
-            ndjson_objects(response, origin=origin, max_line_bytes=max_line_bytes)
-            if response is not None
-            else _nothing()
-        )
+        self._objects: Objects = _nothing()
+        if replayed is not None:
+            self._response, self._objects = _NoConnection(), replayed.objects
+        elif response is not None:
+            self._objects = ndjson_objects(response, origin=origin, max_line_bytes=max_line_bytes)
+            if tap is not None:
+                self._objects = tap(self._objects)
+        self.recorded_at = replayed.recorded_at if replayed is not None else None
+        """When a replayed answer was recorded (None: it came from the server)."""
         self._content: list[str] = []
         self._thinking: list[str] = []
         self._tool_calls: list[ToolCall] = []
@@ -85,7 +133,7 @@ class Stream:
         self._lock = threading.Lock()
         self.result: Result | None = None
         """The whole answer, once the final chunk arrived."""
-        self.aborted = response is None
+        self.aborted = self._response is None
         """True once :meth:`abort` (or the Cancellation given) stopped the stream."""
         self.chunks = 0
         """How many chunks arrived."""
@@ -208,6 +256,7 @@ class Stream:
             logprobs=tuple(self._logprobs),
             created_at=_text_field(final.get("created_at")) or None,
             raw=final,
+            recorded_at=self.recorded_at,
             chunks=self._arrivals,
             measured_tokens_per_second=measured,
         )

@@ -200,6 +200,8 @@ class Result:
     """How many chunks brought text or reasoning (streamed answers; about one token each)."""
     measured_tokens_per_second: float | None = None
     """The speed measured here from the chunks' arrival times (streamed answers)."""
+    recorded_at: str | None = None
+    """When the answer was recorded, if it was replayed from a recording (ISO 8601)."""
 
     def __str__(self) -> str:
         return self.content

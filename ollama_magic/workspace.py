@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from traitlets import Dict, Float, Int, List, TraitError, Unicode, default, observe, validate
-from traitlets.config import Configurable
+from traitlets import TraitError, observe
 
 from ollama_magic.batch import default_concurrency
 from ollama_magic.client import Client
@@ -35,13 +35,10 @@ from ollama_magic.core import (
     build_request,
 )
 from ollama_magic.errors import ModelNotFound, OllamaError
-from ollama_magic.options import (
-    SecretHeaders,
-    SecretHost,
-    check_duration,
-    check_headers,
-    check_options,
-)
+from ollama_magic.options import check_options, keep_alive_value, think_value
+from ollama_magic.recording import Recordings
+from ollama_magic.replay import Replay, take
+from ollama_magic.settings import MAX_CONCURRENCY, REPLAY_FILE, Settings
 from ollama_magic.structured import OutputFormat
 from ollama_magic.tools import Toolbox
 from ollama_magic.transport import DEFAULT_HOST, Cancellation, parse_host, split_credentials
@@ -55,51 +52,6 @@ __all__ = [
     "think_value",
     "use_workspace",
 ]
-
-
-_T = TypeVar("_T")
-
-#: Requests in flight per server at most (each holds a pooled connection).
-MAX_CONCURRENCY = 64
-
-
-def _checked(check: Callable[[Any], _T], value: Any) -> _T:
-    """``check(value)``, its ValueError as the TraitError that %config and setattr report."""
-    try:
-        return check(value)
-    except ValueError as exc:
-        raise TraitError(str(exc)) from None
-
-
-def keep_alive_value(text: str | None) -> float | str | None:
-    """A keep-alive setting as sent: numbers as seconds (Ollama rejects the string "-1"),
-    anything else as a duration ("5m")."""
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-THINK_LEVELS = ("low", "medium", "high", "max")
-
-
-def think_value(value: bool | str | None) -> bool | str | None:
-    """``think`` as sent: True, False, None (the model's default) or a level.
-
-    Raises:
-        ValueError: Anything else (a level is checked here, not by the server mid-turn).
-    """
-    if value is None or isinstance(value, bool):
-        return value
-    word = str(value).strip().lower()
-    if word in ("true", "false"):
-        return word == "true"
-    if word not in THINK_LEVELS:
-        levels = ", ".join(THINK_LEVELS)
-        raise ValueError(f"think takes True, False or one of {levels}, not {value!r}")
-    return word
 
 
 _EMBEDDING_FAMILIES = {"bert", "nomic-bert", "jina-bert", "xlm-roberta"}
@@ -125,110 +77,6 @@ def newest_model(client: Client) -> str:
     )
 
 
-class Settings(Configurable):
-    """The settings, checked when set (not by the server on every later request)."""
-
-    host = Unicode(help="The Ollama server. Empty: $OLLAMA_HOST, else http://127.0.0.1:11434.").tag(
-        config=True
-    )
-    model = Unicode(
-        help="The default model. Empty: $OLLAMA_MODEL, else the newest local model."
-    ).tag(config=True)
-    options = Dict(
-        help="Ollama options sent with every request, e.g. {'temperature': 0.2, 'num_ctx': 8192}."
-    ).tag(config=True)
-    keep_alive = Unicode(
-        help="How long Ollama keeps the model loaded after a request ('5m', '-1' forever, '0')."
-    ).tag(config=True)
-    fps = Float(10.0, help="Display updates per second while an answer streams.").tag(config=True)
-    timeout = Float(
-        300.0, help="Seconds to wait for the server to send something (a model may be loading)."
-    ).tag(config=True)
-    headers = Dict(
-        help="Extra HTTP headers for a proxy in front of Ollama (OLLAMA_API_KEY is sent as a "
-        "bearer token without this)."
-    ).tag(config=True)
-
-    hosts = List(
-        Unicode(),
-        help="Servers that a batch (--map, embed) spreads its rows over. Empty: the host "
-        "setting alone.",
-    ).tag(config=True)
-    concurrency = Int(
-        0,
-        help="Requests a batch keeps in flight per server. 0: $OLLAMA_NUM_PARALLEL when set "
-        "(Ollama does not report it over the API), else 4.",
-    ).tag(config=True)
-
-    @default("host")
-    def _default_host(self) -> str:
-        return SecretHost(os.environ.get("OLLAMA_HOST", ""))
-
-    @default("model")
-    def _default_model(self) -> str:
-        return os.environ.get("OLLAMA_MODEL", "")
-
-    @validate("options")
-    def _valid_options(self, proposal: Any) -> dict[str, Any]:
-        # Checked here, not by the server on every later cell (HTTP 500 "must be of type").
-        return _checked(check_options, proposal["value"])
-
-    @validate("keep_alive")
-    def _valid_keep_alive(self, proposal: Any) -> str:
-        return _checked(check_duration, str(proposal["value"]))
-
-    @validate("host")
-    def _valid_host(self, proposal: Any) -> str:
-        value = str(proposal["value"]).strip()
-        if value:
-            try:
-                parse_host(value)
-            except OllamaError as exc:
-                raise TraitError(exc.message) from None
-        return SecretHost(value)  # %config prints it: a password in it shows masked
-
-    @validate("hosts")
-    def _valid_hosts(self, proposal: Any) -> list[str]:
-        hosts: list[str] = []
-        for value in proposal["value"]:
-            value = str(value).strip()
-            try:
-                parse_host(value)
-            except OllamaError as exc:
-                raise TraitError(exc.message) from None
-            hosts.append(SecretHost(value))
-        return hosts
-
-    @validate("concurrency")
-    def _valid_concurrency(self, proposal: Any) -> int:
-        value = int(proposal["value"])
-        if not 0 <= value <= MAX_CONCURRENCY:
-            raise TraitError(
-                f"concurrency must be from 1 to {MAX_CONCURRENCY} (0: automatic), not {value}"
-            )
-        return value
-
-    @validate("headers")
-    def _valid_headers(self, proposal: Any) -> SecretHeaders:
-        # Printed by %config and saved with a notebook's outputs: credentials show masked.
-        return SecretHeaders(_checked(check_headers, proposal["value"]))
-
-    @validate("fps")
-    def _valid_fps(self, proposal: Any) -> float:
-        # Jupyter drops output above 1000 messages/s; a few updates per second read best.
-        value = float(proposal["value"])
-        if not 0 < value <= 60:
-            raise TraitError(f"fps must be above 0 and at most 60, not {value:g}")
-        return value
-
-    @validate("timeout")
-    def _valid_timeout(self, proposal: Any) -> float:
-        value = float(proposal["value"])
-        if value <= 0:
-            raise TraitError(f"timeout must be a positive number of seconds, not {value:g}")
-        return value
-
-
 class Workspace(Settings):
     """Settings, clients, conversations and the request builder that front ends share."""
 
@@ -243,6 +91,13 @@ class Workspace(Settings):
         self.last_context: list[int] | None = None
         """The ``context`` of the last one-shot answer (``/api/generate``), which
         ``%%ollama --continue`` sends so that the next prompt follows on from it."""
+        self.cell: str | None = None
+        """The notebook cell running now ("In [3]"), which recordings note; None: none."""
+        self.recorder: Replay | None = None
+        """Records and replays answers (the ``replay`` setting); None when it is off."""
+        self._replaying = False
+        if self.replay != "off":  # set in a config file
+            self._replay_changed(None)
 
     @observe("host", "timeout", "headers")
     def _forget_clients(self, change: Any) -> None:
@@ -259,6 +114,64 @@ class Workspace(Settings):
         """Close the clients' connections (the workspace stays usable)."""
         self._forget_clients(None)
 
+    # -- recording and replay ------------------------------------------------------------------
+
+    @property
+    def replay_path(self) -> Path:
+        """The recordings file the replay setting uses."""
+        return Path(self.replay_file or REPLAY_FILE).expanduser()
+
+    def set_replay(self, mode: str, file: str | None = None, fast: bool | None = None) -> None:
+        """Turn recording and replay on (``on``, ``record``, ``strict``) or ``off``.
+
+        Raises:
+            OllamaError: The file cannot be used; nothing changed.
+        """
+        fast = self.replay_fast if fast is None else fast
+        path = Path(file).expanduser() if file else self.replay_path
+        self._use_recorder(mode, path, fast)  # raises before anything changes
+        self._replaying = True
+        try:
+            self.replay_fast, self.replay = fast, mode
+            if file:
+                self.replay_file = str(file)
+        finally:
+            self._replaying = False
+
+    @observe("replay", "replay_file", "replay_fast")
+    def _replay_changed(self, change: Any) -> None:
+        if self._replaying:
+            return  # set_replay opened the file already
+        try:
+            self._use_recorder(self.replay, self.replay_path, self.replay_fast)
+        except OllamaError as exc:
+            self._use_recorder("off", self.replay_path, False)
+            self._replaying = True
+            try:
+                self.replay = "off"
+            finally:
+                self._replaying = False
+            raise TraitError(exc.message) from None
+
+    def _use_recorder(self, mode: str, path: Path, fast: bool) -> None:
+        current, recorder = self.recorder, None
+        if mode != "off":
+            same = current is not None and current.recordings.path == path
+            recordings = current.recordings if current and same else Recordings(path)
+            recorder = Replay(recordings, mode, fast=fast, where=self._where)
+        if current is not None and (
+            recorder is None or recorder.recordings is not current.recordings
+        ):
+            current.recordings.close()
+        with self._lock:
+            self.recorder = recorder
+            for client in self._clients.values():
+                client.recorder = recorder
+
+    def _where(self) -> tuple[str | None, str | None]:
+        # Jupyter Server names the notebook of a kernel's session; VS Code sets a variable.
+        return self.cell, os.environ.get("JPY_SESSION_NAME") or None
+
     # -- servers and models -------------------------------------------------------------------
 
     def client(self, host: str | None = None, *, source: str | None = None) -> Client:
@@ -272,9 +185,11 @@ class Workspace(Settings):
         with self._lock:
             if key not in self._clients:
                 # The host as given, so that user:password@ in it still reaches the client.
-                self._clients[key] = Client(
+                client = Client(
                     given, headers=self.headers, timeout=self.timeout, host_source=key[1]
                 )
+                client.recorder = self.recorder
+                self._clients[key] = client
             return self._clients[key]
 
     def host_source(self, host: str | None = None) -> str:
@@ -451,7 +366,7 @@ class Workspace(Settings):
             if conversation is not None and not claimed
             else contextlib.nullcontext()
         )
-        with turn:
+        with turn, take(request.take):
             outcome = ask(
                 client,
                 request,

@@ -37,7 +37,8 @@ def test_the_readme_has_examples_of_each_kind():
     assert blocks("bash") and blocks("text")
 
 
-def test_every_python_example_in_the_readme_runs(ipython, fake_ollama):
+def test_every_python_example_in_the_readme_runs(ipython, fake_ollama, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a reader's notebook folder: recordings go there
     widgets = []
     try:
         for number, code in blocks("python"):
@@ -57,6 +58,7 @@ def test_every_python_example_in_the_readme_runs(ipython, fake_ollama):
     assert [m["role"] for m in tutor.messages] == ["system", "user", "assistant"]
     prompts = [r.body.get("prompt") for r in fake_ollama.requests if r.path == "/api/generate"]
     assert "Explain entropy in three bullet points." in prompts
+    assert (tmp_path / ".ollama_magic" / "replay.sqlite").is_file()  # the lesson was recorded
 
 
 def test_the_from_python_example_ends_each_answer_on_its_own_line(ipython, fake_ollama):
