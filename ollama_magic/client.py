@@ -351,10 +351,12 @@ class Client:
         Not ``HEAD /``: "Ollama-compatible" adapters that serve the API may refuse it (405).
         """
         try:
+            if self.recorder is not None:
+                self.recorder.permit("/api/tags")
             response = self._session.get(
                 self.host + "/api/tags", timeout=(self.connect_timeout, 5.0)
             )
-        except requests.RequestException:
+        except (requests.RequestException, OllamaError):
             return False
         with response:
             try:
@@ -421,6 +423,8 @@ class Client:
         arrived, it is sent once more on a fresh connection: the server never saw it. A fresh
         connection failing is not retried, since the server may have acted on the request.
         """
+        if self.recorder is not None:
+            self.recorder.permit(path)  # strict replay: nothing goes out
         url = self.host + path
         data = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
         for attempt in (1, 2):

@@ -8,6 +8,7 @@ the explanation streams into the output like any answer. Only text is sent; noth
 
 from __future__ import annotations
 
+import linecache
 import traceback
 import weakref
 from collections import OrderedDict
@@ -50,7 +51,9 @@ class Failure:
 
     def prompt(self) -> str:
         return (
-            f"This notebook cell (In [{self.number}]) failed:\n\n```python\n{self.source}\n```\n\n"
+            # No cell numbers: the same failure gives the same prompt however many cells ran
+            # before it (a lesson's explanation then replays for every student).
+            f"This notebook cell failed:\n\n```python\n{self.source}\n```\n\n"
             f"The error: {self.kind}: {self.message}\n\nWhere it happened (last frames):\n"
             f"```\n{self.frames}\n```"
         )
@@ -85,7 +88,7 @@ def _failure(number: int, source: str, error: BaseException, compiler: Any = Non
         if "IPython" not in frame.filename.replace("\\", "/").split("/")
     ][-FRAMES:]
     where = "\n".join(
-        f'File "{_place(frame.filename, compiler)}", line {frame.lineno}, in {frame.name}: '
+        f"{_place(frame.filename, compiler, number)}, line {frame.lineno}, in {frame.name}: "
         f"{frame.line or ''}"
         for frame in frames
     )
@@ -93,17 +96,21 @@ def _failure(number: int, source: str, error: BaseException, compiler: Any = Non
     return Failure(number, source.strip(), type(error).__name__, str(message), where)
 
 
-def _place(filename: str, compiler: Any) -> str:
-    """A frame's file as the student knows it, the same on every machine and in every kernel:
-    a cell as ``In[3]`` (not the kernel's temporary file), a library from its package."""
+def _place(filename: str, compiler: Any, number: int) -> str:
+    """A frame's file as the student knows it, the same on every machine, in every kernel and
+    whatever the cell numbers: "this cell", the cell that starts with a line, or a library
+    file from its package (not the kernel's temporary file, nor the site-packages path)."""
     named = compiler.format_code_name(filename) if compiler is not None else None
     if named:
-        return str(named[1])
+        if named[1] == f"In[{number}]":
+            return "In this cell"
+        first = linecache.getline(filename, 1).strip()
+        return f'In the cell that starts "{first[:60]}"'
     parts = filename.replace("\\", "/").split("/")
     for marker in ("site-packages", "dist-packages"):
         if marker in parts:
-            return "/".join(parts[len(parts) - parts[::-1].index(marker) :])
-    return filename
+            filename = "/".join(parts[len(parts) - parts[::-1].index(marker) :])
+    return f'File "{filename}"'
 
 
 def explain(line: Line, rest: list[str]) -> None:

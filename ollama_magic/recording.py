@@ -83,53 +83,71 @@ class Entry:
 
 
 class Recordings:
-    """A recordings file, opened (and created) at ``path``.
+    """A recordings file, opened (and created) at ``path``; ``readonly``: opened for reading
+    only (it must exist, and is never changed: a lesson in a shared folder, an import).
 
     Raises:
         RecordingError: The file is not a recording (another SQLite file, or not SQLite),
-            is corrupt, or cannot be created.
+            is corrupt, cannot be created, or (``readonly``) does not exist.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path).expanduser()
+        self.readonly = readonly
         self._lock = threading.Lock()  # one connection, shared by a batch's threads
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if readonly:
+                if not self.path.is_file():
+                    raise OSError(f"{self.path} does not exist")
+                target: str | Path = f"{self.path.resolve().as_uri()}?mode=ro"
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                target = self.path
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE … COMMIT).
             self._db = sqlite3.connect(
-                self.path, timeout=15.0, isolation_level=None, check_same_thread=False
+                target,
+                timeout=15.0,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=readonly,
             )
         except (OSError, sqlite3.Error) as exc:
             raise self._error(exc) from None
         try:
-            self._prepare()
+            self._check() if readonly else self._prepare()
         except sqlite3.Error as exc:
             self._db.close()
             raise self._error(exc) from None
 
     def _prepare(self) -> None:
         db = self._db
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-        if tables and "about" not in tables:
-            raise sqlite3.DatabaseError("it is a SQLite file of another program")
+        self._check(empty_ok=True)
         db.execute("PRAGMA journal_mode=WAL")  # readers and one writer at a time, across kernels
         db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; never torn
         with self._transaction():
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            about = dict(db.execute("SELECT name, value FROM about").fetchall())
-            if not about:
+            if not db.execute("SELECT 1 FROM about").fetchall():
                 db.executemany(
                     "INSERT INTO about VALUES (?, ?)",
                     [("format", FORMAT), ("version", str(VERSION))],
                 )
-            elif about.get("format") != FORMAT:
-                raise sqlite3.DatabaseError("it is a SQLite file of another program")
-            elif int(about.get("version", "0")) > VERSION:
-                raise sqlite3.DatabaseError(
-                    f"it was written by a newer ollama-magic (format {about.get('version')})"
-                )
+
+    def _check(self, *, empty_ok: bool = False) -> None:
+        """Refuse a file that is not a recordings file (or one of a newer format)."""
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
+        if not tables and empty_ok:
+            return
+        if "about" not in tables or "recordings" not in tables:
+            raise sqlite3.DatabaseError("it is a SQLite file of another program")
+        about = dict(self._db.execute("SELECT name, value FROM about").fetchall())
+        if about.get("format") != FORMAT:
+            raise sqlite3.DatabaseError("it is a SQLite file of another program")
+        if int(about.get("version", "0")) > VERSION:
+            raise sqlite3.DatabaseError(
+                f"it was written by a newer ollama-magic (format {about.get('version')})"
+            )
 
     def _error(self, exc: BaseException) -> RecordingError:
         reason = str(exc)
@@ -143,14 +161,16 @@ class Recordings:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         # BEGIN IMMEDIATE takes the write lock up front: a second kernel waits (up to the
-        # timeout) instead of failing halfway. ROLLBACK on any error: nothing half-written.
-        self._db.execute("BEGIN IMMEDIATE")
+        # timeout) instead of failing halfway. ROLLBACK on any error, a failed COMMIT or an
+        # interrupt included: nothing half-written, and no write lock left held.
         try:
+            self._db.execute("BEGIN IMMEDIATE")
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _run(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -244,6 +264,7 @@ class Recordings:
             finally:
                 copy.close()
         except (OSError, sqlite3.Error) as exc:
+            target.unlink(missing_ok=True)  # no half-written export in the way of a retry
             raise RecordingError(f"Could not export to {target}: {exc}.") from None
         return self.count()
 
@@ -257,7 +278,7 @@ class Recordings:
         origin = Path(source).expanduser()
         if not origin.is_file():
             raise RecordingError(f"{origin} does not exist; nothing was imported.")
-        other = Recordings(origin)
+        other = Recordings(origin, readonly=True)  # an import leaves the file it reads as it is
         try:
             rows = other._run(f"SELECT {_COLUMNS} FROM recordings ORDER BY id")
         finally:

@@ -37,7 +37,7 @@ from ollama_magic.recording import Entry, RecordingError, Recordings
 from ollama_magic.stream import Objects, Replayed, Tap
 from ollama_magic.transport import Cancellation
 
-__all__ = ["MODES", "NotRecorded", "Replay", "canonical", "take"]
+__all__ = ["MODES", "NotRecorded", "Replay", "ReplaySwitch", "canonical", "take"]
 
 MODES = ("off", "on", "record", "strict")
 
@@ -95,6 +95,11 @@ def canonical(path: str, body: Mapping[str, Any]) -> dict[str, Any]:
     model = request.get("model")
     if isinstance(model, str) and model and ":" not in model.rsplit("/", 1)[-1]:
         request["model"] = f"{model}:latest"
+    if isinstance(request.get("options"), dict):  # -t 1 and temperature=1.0 are one request
+        request["options"] = {
+            name: int(value) if isinstance(value, float) and value.is_integer() else value
+            for name, value in request["options"].items()
+        }
     return request
 
 
@@ -111,8 +116,11 @@ def prompt_of(request: Mapping[str, Any]) -> str:
     """What was asked, in words: the prompt, the last message, the input, or the action."""
     path = str(request.get("path", ""))
     messages = request.get("messages")
-    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
-        return str(messages[-1].get("content") or "")
+    if isinstance(messages, list) and messages:
+        # The user's question, not a tool's result or a retry's note after it.
+        asked = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        last = asked[-1] if asked else messages[-1]
+        return str(last.get("content") or "") if isinstance(last, dict) else ""
     if request.get("prompt"):
         return str(request["prompt"])
     given = request.get("input")
@@ -223,6 +231,18 @@ class Replay:
 
         return recording
 
+    def permit(self, path: str) -> None:
+        """Called before anything goes to the server.
+
+        Raises:
+            NotRecorded: ``strict``: nothing is sent to a server (a pull, a copy, …).
+        """
+        if self.mode == "strict":
+            raise NotRecorded(
+                f"Strict replay sends nothing to a server, so {path} was not asked.",
+                hint="`%ollama replay on` (or `off`) lets requests reach the server again.",
+            )
+
     def record(self, path: str, body: Mapping[str, Any], answer: dict[str, Any]) -> None:
         """Record a one-object answer (``/api/embed``, ``/api/tags``, …)."""
         if kind_of(path, body) is not None and self.mode != "strict":
@@ -321,3 +341,34 @@ def _paced(chunks: list[tuple[float, dict[str, Any]]], cancel: Cancellation) -> 
         if cancel.cancelled:
             return
         yield obj
+
+
+class ReplaySwitch:
+    """The recorder every client of a workspace holds: whatever replay is now (None: off).
+
+    Clients outlive a change of mode (a chat widget keeps its client), so they hold this
+    switch rather than a :class:`Replay`: turning replay off or strict reaches them all.
+    """
+
+    def __init__(self) -> None:
+        self.active: Replay | None = None
+
+    def replay(
+        self, path: str, body: dict[str, Any], cancel: Cancellation, *, offline: bool = False
+    ) -> Replayed | None:
+        active = self.active
+        return active.replay(path, body, cancel, offline=offline) if active else None
+
+    def tap(self, path: str, body: dict[str, Any]) -> Tap | None:
+        active = self.active
+        return active.tap(path, body) if active else None
+
+    def record(self, path: str, body: dict[str, Any], answer: dict[str, Any]) -> None:
+        active = self.active
+        if active is not None:
+            active.record(path, body, answer)
+
+    def permit(self, path: str) -> None:
+        active = self.active
+        if active is not None:
+            active.permit(path)

@@ -56,7 +56,7 @@ def replay(line: Line, rest: list[str]) -> None:
     """``%ollama replay [MODE] [PATH] [--fast]``, ``export FILE``, ``import FILE``."""
     workspace = line.workspace
     words = [word for word in rest if word != "--fast"]
-    fast = True if "--fast" in rest else None
+    fast = "--fast" in rest  # each mode command says its pace: without --fast, as recorded
     if not words:
         if fast:
             workspace.set_replay(workspace.replay, fast=True)
@@ -164,6 +164,9 @@ def _row(entry: Entry | None) -> dict[str, Any]:
 def history(line: Line, rest: list[str]) -> Any:
     """``%ollama history``: the conversation; with ``--all`` or ``--search``, the log."""
     if "--all" in rest or "--search" in rest:
+        if "--session" in rest:  # every session's requests are in the log
+            at = rest.index("--session")
+            rest = rest[:at] + rest[at + 2 :]
         return log(line, rest)
     return admin.history(line, rest)
 

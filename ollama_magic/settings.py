@@ -173,8 +173,11 @@ class Settings(Configurable):
 
 
 def _check_recordings(file: str) -> None:
-    """Refuse a recordings file that cannot be used, before the setting changes."""
-    try:
-        Recordings(Path(file or REPLAY_FILE).expanduser()).close()
-    except OllamaError as exc:
-        raise TraitError(exc.message) from None
+    """Refuse an existing file that is not a recording, before the setting changes (a file
+    that does not exist yet is created, or refused, when replay starts)."""
+    path = Path(file or REPLAY_FILE).expanduser()
+    if path.is_file():
+        try:
+            Recordings(path, readonly=True).close()
+        except OllamaError as exc:
+            raise TraitError(exc.message) from None

@@ -65,6 +65,9 @@ class Recorder(Protocol):
     def record(self, path: str, body: dict[str, Any], answer: dict[str, Any]) -> None:
         """Records a one-object answer."""
 
+    def permit(self, path: str) -> None:
+        """Raises when nothing may be sent to the server (strict replay)."""
+
 
 class _NoConnection:
     """The response of a replayed stream: nothing to release."""

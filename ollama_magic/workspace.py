@@ -37,7 +37,7 @@ from ollama_magic.core import (
 from ollama_magic.errors import ModelNotFound, OllamaError
 from ollama_magic.options import check_options, keep_alive_value, think_value
 from ollama_magic.recording import Recordings
-from ollama_magic.replay import Replay, take
+from ollama_magic.replay import Replay, ReplaySwitch, take
 from ollama_magic.settings import MAX_CONCURRENCY, REPLAY_FILE, Settings
 from ollama_magic.structured import OutputFormat
 from ollama_magic.tools import Toolbox
@@ -85,19 +85,18 @@ class Workspace(Settings):
         self._lock = threading.Lock()  # widgets ask for clients from their threads
         self.default_models: dict[str, str] = {}
         """The model chosen for each host when none is configured (kept for the kernel)."""
+        self.cell: str | None = None
+        """The notebook cell running now ("In [3]"), which recordings note; None: none."""
+        self._switch = ReplaySwitch()  # every client holds it; set before the settings load
+        self._replaying = False
         super().__init__(**kwargs)
         self.conversations = Conversations()
         """Conversations by name; ``%%ollama --chat`` and a chat widget use ``"default"``."""
         self.last_context: list[int] | None = None
         """The ``context`` of the last one-shot answer (``/api/generate``), which
         ``%%ollama --continue`` sends so that the next prompt follows on from it."""
-        self.cell: str | None = None
-        """The notebook cell running now ("In [3]"), which recordings note; None: none."""
-        self.recorder: Replay | None = None
-        """Records and replays answers (the ``replay`` setting); None when it is off."""
-        self._replaying = False
-        if self.replay != "off":  # set in a config file
-            self._replay_changed(None)
+        if self.replay != "off" and self.recorder is None:
+            self._replay_changed(None)  # a setting that changed nothing while loading
 
     @observe("host", "timeout", "headers")
     def _forget_clients(self, change: Any) -> None:
@@ -117,6 +116,11 @@ class Workspace(Settings):
     # -- recording and replay ------------------------------------------------------------------
 
     @property
+    def recorder(self) -> Replay | None:
+        """Records and replays answers (the ``replay`` setting); None when it is off."""
+        return self._switch.active
+
+    @property
     def replay_path(self) -> Path:
         """The recordings file the replay setting uses."""
         return Path(self.replay_file or REPLAY_FILE).expanduser()
@@ -131,10 +135,10 @@ class Workspace(Settings):
         path = Path(file).expanduser() if file else self.replay_path
         self._use_recorder(mode, path, fast)  # raises before anything changes
         self._replaying = True
-        try:
-            self.replay_fast, self.replay = fast, mode
+        try:  # the file first: the mode's check reads it
             if file:
                 self.replay_file = str(file)
+            self.replay_fast, self.replay = fast, mode
         finally:
             self._replaying = False
 
@@ -156,17 +160,20 @@ class Workspace(Settings):
     def _use_recorder(self, mode: str, path: Path, fast: bool) -> None:
         current, recorder = self.recorder, None
         if mode != "off":
-            same = current is not None and current.recordings.path == path
-            recordings = current.recordings if current and same else Recordings(path)
+            # Strict only reads: a lesson in a read-only folder replays, a mistyped path is
+            # an error rather than an empty new file.
+            readonly = mode == "strict"
+            same = current is not None and (current.recordings.path, current.recordings.readonly)
+            reuse = current is not None and same == (path, readonly)
+            recordings = (
+                current.recordings if current and reuse else Recordings(path, readonly=readonly)
+            )
             recorder = Replay(recordings, mode, fast=fast, where=self._where)
+        self._switch.active = recorder  # every client, a chat widget's included, follows
         if current is not None and (
             recorder is None or recorder.recordings is not current.recordings
         ):
             current.recordings.close()
-        with self._lock:
-            self.recorder = recorder
-            for client in self._clients.values():
-                client.recorder = recorder
 
     def _where(self) -> tuple[str | None, str | None]:
         # Jupyter Server names the notebook of a kernel's session; VS Code sets a variable.
@@ -188,7 +195,7 @@ class Workspace(Settings):
                 client = Client(
                     given, headers=self.headers, timeout=self.timeout, host_source=key[1]
                 )
-                client.recorder = self.recorder
+                client.recorder = self._switch
                 self._clients[key] = client
             return self._clients[key]
 

@@ -59,14 +59,20 @@ def test_explaining_runs_nothing(ipython, fake_ollama):
     assert ipython.user_ns["ran"] == 1  # the failed cell was described, never run again
 
 
-def test_frames_name_cells_as_in_n_not_the_kernels_temporary_files(ipython, fake_ollama):
-    """The same failure gives the same prompt in every kernel (so a lesson's explanation
-    replays), and the student sees the cell's number rather than a temporary file."""
+def test_the_prompt_names_cells_by_content_not_numbers_or_temporary_files(ipython, fake_ollama):
+    """The same failure gives the same prompt in every kernel, however many cells ran before
+    (so a lesson's explanation replays), and names no temporary file."""
     ipython.run_line_magic("config", "OllamaMagics.model = 'llama3.2'")
-    defined = ipython.run_cell("def ratio(a, b):\n    return a / b\n", store_history=True)
-    ipython.run_cell("ratio(1, 0)", store_history=True)
-    with capture_output():
-        ipython.run_line_magic("ollama", "explain")
-    prompt = asked(fake_ollama)[0]["prompt"]
-    assert f'File "In[{defined.execution_count}]", line 2, in ratio' in prompt
-    assert "ipykernel_" not in prompt and "<ipython-input" not in prompt
+    prompts = []
+    for extra in (0, 2):
+        for _ in range(extra):
+            ipython.run_cell("x = 1", store_history=True)
+        ipython.run_cell("def ratio(a, b):\n    return a / b\n", store_history=True)
+        ipython.run_cell("ratio(1, 0)", store_history=True)
+        with capture_output():
+            ipython.run_line_magic("ollama", "explain")
+        prompts.append(asked(fake_ollama)[-1]["prompt"])
+    assert prompts[0] == prompts[1]
+    assert 'In the cell that starts "def ratio(a, b):", line 2, in ratio' in prompts[0]
+    assert "In this cell, line 1, in <module>: ratio(1, 0)" in prompts[0]
+    assert "ipykernel_" not in prompts[0] and "<ipython-input" not in prompts[0]

@@ -370,3 +370,91 @@ def test_recorded_requests_keep_no_host_and_images_as_digests(fake_ollama, tmp_p
     request = json.loads(stored)
     assert request["images"][0].startswith("sha256:") and png not in stored
     assert fake_ollama.url not in stored and "stream" not in request
+
+
+def test_naming_a_file_touches_no_other(fake_ollama, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    workspace = Workspace(host=fake_ollama.url, model="llama3.2")
+    workspace.set_replay("on", str(tmp_path / "lesson" / "r.sqlite"))
+    assert not (tmp_path / ".ollama_magic").exists()  # the default file was never opened
+    configured = Workspace(
+        host=fake_ollama.url, model="llama3.2", replay="on", replay_file=str(tmp_path / "c.sqlite")
+    )
+    assert configured.recorder is not None and not (tmp_path / ".ollama_magic").exists()
+    ask("Why is the sky blue?", workspace=configured)
+    assert Recordings(tmp_path / "c.sqlite").count() == 1
+
+
+def test_strict_sends_nothing_at_all(fake_ollama, tmp_path):
+    workspace = Workspace(host=fake_ollama.url, model="llama3.2")
+    workspace.set_replay("on", str(tmp_path / "r.sqlite"))
+    ask("Why is the sky blue?", workspace=workspace)
+    workspace.set_replay("strict")
+    before = len(fake_ollama.requests)
+    client = workspace.client()
+    with pytest.raises(NotRecorded, match="Strict replay sends nothing to a server"):
+        list(client.pull("llama3.2"))
+    with pytest.raises(NotRecorded):
+        client.copy("llama3.2", "backup")
+    with pytest.raises(NotRecorded):
+        client.delete("llama3.2")
+    assert client.is_running() is False
+    assert len(fake_ollama.requests) == before
+
+
+def test_a_strict_file_must_exist_and_is_only_read(fake_ollama, tmp_path):
+    workspace = Workspace(host=fake_ollama.url, model="llama3.2")
+    with pytest.raises(RecordingError, match="does not exist"):
+        workspace.set_replay("strict", str(tmp_path / "typo.sqlite"))
+    assert not (tmp_path / "typo.sqlite").exists() and workspace.recorder is None
+    workspace.set_replay("on", str(tmp_path / "r.sqlite"))
+    ask("Why is the sky blue?", workspace=workspace)
+    assert workspace.recorder is not None
+    workspace.recorder.recordings.export(tmp_path / "lesson.sqlite")
+    exported = (tmp_path / "lesson.sqlite").read_bytes()
+    workspace.set_replay("strict", str(tmp_path / "lesson.sqlite"))
+    ask("Why is the sky blue?", workspace=workspace)
+    Recordings(tmp_path / "other.sqlite").merge(tmp_path / "lesson.sqlite")
+    assert (tmp_path / "lesson.sqlite").read_bytes() == exported  # replayed, imported: unchanged
+
+
+def test_a_chat_widget_follows_the_replay_mode_after_the_clients_change(fake_ollama, tmp_path):
+    workspace = Workspace(host=fake_ollama.url, model="llama3.2")
+    workspace.set_replay("on", str(tmp_path / "r.sqlite"))
+    chat = ChatWidget(workspace=workspace)
+    workspace.timeout = 120  # the workspace makes new clients; the widget keeps its own
+    workspace.set_replay("off")
+    chat.ask("What is a prime number?")
+    assert chat.wait(10)
+    assert chat.messages[-1]["role"] == "assistant"  # answered by the server, no closed file
+    workspace.set_replay("strict", str(tmp_path / "r.sqlite"))
+    chat.ask("Something never recorded")
+    assert chat.wait(10)
+    assert "Strict replay" in chat.status.value
+
+
+def test_the_same_temperature_written_two_ways_is_one_request(fake_ollama, tmp_path):
+    workspace = Workspace(host=fake_ollama.url, model="llama3.2")
+    workspace.set_replay("on", str(tmp_path / "r.sqlite"))
+    first = ask("Why is the sky blue?", workspace=workspace, options={"temperature": 1})
+    workspace.set_replay("strict")
+    assert ask("Why is the sky blue?", workspace=workspace, options={"temperature": 1.0}) == first
+
+
+def test_the_log_names_the_users_question_not_a_tool_result(fake_ollama, tmp_path):
+    workspace = Workspace(host=fake_ollama.url, model="llama3.2")
+    workspace.set_replay("on", str(tmp_path / "r.sqlite"))
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers.
+
+        Args:
+            a: The first.
+            b: The second.
+        """
+        return a + b
+
+    ask("What is 2 + 3?", workspace=workspace, tools=[add])
+    assert workspace.recorder is not None
+    prompts = {entry.prompt for entry in workspace.recorder.recordings.history()}
+    assert prompts == {"What is 2 + 3?"}
