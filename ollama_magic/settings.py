@@ -181,3 +181,12 @@ def _check_recordings(file: str) -> None:
             Recordings(path, readonly=True).close()
         except OllamaError as exc:
             raise TraitError(exc.message) from None
+        return
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise TraitError(
+            f"{path} cannot be created for recordings: {folder} is not a folder "
+            "this kernel can write to."
+        )

@@ -249,6 +249,12 @@ def test_the_setting_can_be_configured_and_a_bad_file_is_refused(
     assert magics.replay_file == magics.workspace.replay_file == str(tmp_path / "r.sqlite")
     ipython.run_line_magic("config", "OllamaMagics.replay = 'off'")
     assert magics.workspace.recorder is None
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    ipython.run_line_magic("config", f"OllamaMagics.replay_file = {str(blocker / 'r.sqlite')!r}")
+    ipython.run_line_magic("config", "OllamaMagics.replay = 'on'")
+    assert "is not a folder this kernel can write to" in caplog.text
+    assert magics.replay == magics.workspace.replay == "off"  # both sides agree
 
 
 def test_log_lists_what_was_asked_as_a_dataframe_and_searches_it(ipython, fake_ollama, tmp_path):
