@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -101,3 +103,23 @@ class RawServer:
             body += conn.recv(65536)
         self.requests.append(head + b"\r\n\r\n" + body)
         return data
+
+
+@dataclass
+class Response:
+    """A raw HTTP answer of the stand-in, as its tests read it."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def lines(self) -> list[dict[str, Any]]:
+        assert self.body.endswith(b"\n"), self.body[-80:]
+        return [json.loads(line) for line in self.body.split(b"\n")[:-1]]
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")

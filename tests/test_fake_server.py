@@ -13,13 +13,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from _util import Response
 from pydantic import BaseModel, Field
 
 from ollama_magic.testing import FakeOllama, Fault, ModelSpec, RecordedRequest, Reply
@@ -69,24 +69,6 @@ TIME_TOOL = {
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def lines(self) -> list[dict[str, Any]]:
-        assert self.body.endswith(b"\n"), self.body[-80:]
-        return [json.loads(line) for line in self.body.split(b"\n")[:-1]]
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("content-type", "")
 
 
 @pytest.fixture

@@ -79,6 +79,14 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+class Layer(NamedTuple):
+    """One blob of a model's manifest."""
+
+    digest: str
+    size: int
+    media: str = "model"  # the media type after `application/vnd.ollama.image.`
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model the stand-in knows about (installed locally or pullable).
@@ -99,6 +107,10 @@ class ModelSpec:
         system: default system prompt (empty: none).
         license: license text shown by /api/show.
         parameters: Modelfile parameters as (key, value) pairs.
+        messages: Modelfile messages as (role, content) pairs, shown by /api/show.
+        layers: the manifest's layers, for a model made by /api/create (empty: derived).
+        parent_model: what /api/show gives as `details.parent_model` (the model or file
+            a created model was made from).
     """
 
     name: str
@@ -116,6 +128,9 @@ class ModelSpec:
     system: str = ""
     license: str = ""
     parameters: tuple[tuple[str, str], ...] = ()
+    messages: tuple[tuple[str, str], ...] = ()
+    layers: tuple[Layer, ...] = ()
+    parent_model: str = ""
 
     def __post_init__(self) -> None:
         parsed = parse_model_name(self.name)
@@ -215,6 +230,7 @@ class ModelSpec:
         if self.system:
             lines.append(f'SYSTEM """{self.system}"""')
         lines += [f"PARAMETER {key} {value}" for key, value in self.parameters]
+        lines += [f"MESSAGE {role} {_modelfile_quote(text)}" for role, text in self.messages]
         if self.license:
             lines.append(f'LICENSE """{self.license}"""')
         return "\n".join(lines) + "\n"
@@ -230,7 +246,9 @@ class ModelSpec:
         out["template"] = self.template
         if self.system:
             out["system"] = self.system
-        out["details"] = self.details()
+        out["details"] = {**self.details(), "parent_model": self.parent_model}
+        if self.messages:
+            out["messages"] = [{"role": role, "content": text} for role, text in self.messages]
         out["model_info"] = self.model_info()
         out["capabilities"] = list(self.capabilities)
         out["modified_at"] = rfc3339nano(datetime_ns(self.modified_at))
@@ -239,6 +257,13 @@ class ModelSpec:
     def renamed(self, name: str, *, modified_at: datetime | None = None) -> ModelSpec:
         """A copy under another name (pull and copy)."""
         return replace(self, name=name, modified_at=modified_at or datetime.now(timezone.utc))
+
+
+def _modelfile_quote(text: str) -> str:
+    """A Modelfile argument: as is, or in triple quotes when it spans lines or has edges."""
+    if "\n" in text or text != text.strip():
+        return f'"""{text}"""'
+    return text
 
 
 _LLAMA_TEMPLATE = (
@@ -428,68 +453,3 @@ def default_remote_models() -> list[ModelSpec]:
         ),
     ]
     return [*default_models(), *extra]
-
-
-class Layer(NamedTuple):
-    """One blob of a model manifest (for pull progress)."""
-
-    digest: str
-    size: int
-
-
-def layers_for(spec: ModelSpec) -> list[Layer]:
-    """The manifest layers of *spec*: weights, template, license and params blobs."""
-    small = {
-        "template": len(spec.template.encode()) or 1,
-        "license": len(spec.license.encode()) or 1,
-        "params": 96,
-    }
-    layers = [
-        Layer(f"sha256:{sha256_hex('weights:' + spec.digest)}", spec.size - sum(small.values()))
-    ]
-    layers += [
-        Layer(f"sha256:{sha256_hex(kind + ':' + spec.digest)}", size)
-        for kind, size in small.items()
-    ]
-    return layers
-
-
-PULL_TICK = 0.1  # seconds between progress lines of a layer while a paced pull downloads
-# How a paced pull's time divides: downloading, verifying the digest, writing the manifest.
-PULL_SHARES = (0.8, 0.15, 0.05)
-
-
-def pull_progress(
-    remote: ModelSpec, present: bool, seconds: float = 0.0
-) -> list[tuple[float, dict[str, Any]]]:
-    """The progress lines of pulling *remote*, up to `writing manifest`, each with the pause
-    (in seconds) to make before it; `success` follows after `PULL_SHARES[2] * seconds`.
-
-    Instant (*seconds* 0), each layer to download gets four updates. Paced, the download takes
-    most of the time, shared among the layers by size, and a layer updates about every
-    `PULL_TICK` seconds, so the weights fill a progress bar while the small blobs flash by.
-    Layers already *present* are a single line each and take no time.
-
-    >>> lines = pull_progress(ModelSpec("demo", size=10_000), present=False, seconds=2.0)
-    >>> round(sum(pause for pause, _ in lines), 6), len(lines)
-    (1.9, 34)
-    """
-    download, verify, _ = (share * seconds for share in PULL_SHARES)
-    layers = layers_for(remote)
-    size = sum(layer.size for layer in layers) or 1
-    plan: list[tuple[float, dict[str, Any]]] = [(0.0, {"status": "pulling manifest"})]
-    for layer in layers:
-        status = f"pulling {layer.digest[7:19]}"
-        line: dict[str, Any] = {"status": status, "digest": layer.digest, "total": layer.size}
-        if present:
-            plan.append((0.0, {**line, "completed": layer.size}))
-            continue
-        share = download * layer.size / size
-        steps = max(4, round(share / PULL_TICK))
-        plan.append((0.0, line))
-        plan += [
-            (share / steps, {**line, "completed": layer.size * step // steps})
-            for step in range(1, steps + 1)
-        ]
-    plan += [(0.0, {"status": "verifying sha256 digest"}), (verify, {"status": "writing manifest"})]
-    return plan

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from ollama_magic.testing.bodies import BodyReader
 from ollama_magic.testing.decoding import parse_json_document
 from ollama_magic.testing.gojson import go_json
 from ollama_magic.testing.headers import Headers
@@ -41,7 +42,33 @@ class Aborted(Exception):
 
 # An endpoint answers one request: (handler, record, perf_counter_ns when it arrived).
 Route = Callable[["RequestHandler", RecordedRequest, int], None]
-Routes = Mapping[str, Mapping[str, Route]]  # path -> HTTP method -> endpoint
+# path -> HTTP method -> endpoint; a path's last segment may be a parameter, as in gin:
+# "/api/blobs/:digest" matches "/api/blobs/sha256:..." (not an empty segment).
+Routes = Mapping[str, Mapping[str, Route]]
+
+_READS_OWN_BODY: set[Route] = set()
+
+
+def reads_own_body(endpoint: Route) -> Route:
+    """Mark *endpoint* as reading the request body itself, in pieces (`handler.body`), so a
+    large upload is never held whole; what it leaves unread is drained afterwards."""
+    _READS_OWN_BODY.add(endpoint)
+    return endpoint
+
+
+def find_methods(routes: Routes, path: str) -> Mapping[str, Route] | None:
+    """The endpoints of *path* by method: an exact path, else a pattern ending in a
+    `:parameter` segment that matches one non-empty segment."""
+    methods = routes.get(path)
+    if methods is not None:
+        return methods
+    for pattern, candidate in routes.items():
+        head, colon, _ = pattern.rpartition("/:")
+        if colon and path.startswith(head + "/"):
+            segment = path[len(head) + 1 :]
+            if segment and "/" not in segment:
+                return candidate
+    return None
 
 
 class FakeHTTPServer(ThreadingHTTPServer):
@@ -131,6 +158,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.slot_started = 0.0  # its arrival plus its wait for a slot (time.monotonic)
         self.closed = False
         self.record = RecordedRequest("", "", Headers(), None, b"")
+        self.body = BodyReader(self.rfile)
 
     def finish(self) -> None:
         try:
@@ -185,7 +213,9 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.received = time.monotonic()
         path = urlsplit(self.path).path
         try:
-            raw = self.read_body()
+            length, encoding = self.headers["Content-Length"], self.headers["Transfer-Encoding"]
+            self.body = BodyReader(self.rfile, length, encoding)
+            raw = b"" if self._reads_own_body(path) else self.body.read_all()
         except (OSError, ValueError):
             self.close_connection = True
             return
@@ -211,12 +241,28 @@ class RequestHandler(BaseHTTPRequestHandler):
             if not self.response_started:
                 self.respond_error(500, f"stand-in server error: {exc!r}", JSON_UTF8)
         finally:
+            self._finish_body()
             record.finished.set()
             logger.info("%s %s -> %s", self.command, path, record.status or "reset")
 
+    def _reads_own_body(self, path: str) -> bool:
+        """Whether the endpoint for this request reads the body itself."""
+        methods = find_methods(self.server.routes, path)
+        return methods is not None and methods.get(self.command) in _READS_OWN_BODY
+
+    def _finish_body(self) -> None:
+        """Drop what an endpoint left of the body, so the connection can go on (as Go's
+        server does); a broken body closes the connection instead."""
+        if self.body.done or self.close_connection:
+            return
+        try:
+            self.body.drain()
+        except (OSError, ValueError):
+            self.close_connection = True
+
     def route(self, record: RecordedRequest, started: int) -> None:
         """Pick the endpoint; apply HTTP-level faults first."""
-        methods = self.server.routes.get(record.path)
+        methods = find_methods(self.server.routes, record.path)
         if methods is None:
             self.respond_bytes(404, "text/plain", b"404 page not found")
             return
@@ -229,21 +275,6 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.apply_http_fault(fault)
             return
         endpoint(self, record, started)
-
-    def read_body(self) -> bytes:
-        """The request body (Content-Length or chunked)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(parts)
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
 
     # -- output helpers ----------------------------------------------------------------------
 

@@ -191,6 +191,13 @@ class _Decoder:
         elif kind == "object":
             if not isinstance(value, dict):
                 return self.type_error(field, value, "map[string]interface {}")
+        elif kind == "map[string]string":
+            if not isinstance(value, dict):
+                return self.type_error(field, value, "map[string]string")
+            for item in value.values():
+                if item is not None and not isinstance(item, str):
+                    self.type_error(field, item, "string")
+            return {key: item or "" for key, item in value.items()}  # null decodes to ""
         elif kind == "think":
             return _think(value)
         elif kind == "duration":
@@ -295,8 +302,8 @@ def decode_request(raw: bytes, struct: str, fields: Mapping[str, str]) -> dict[s
     Args:
         raw: the request body.
         struct: the Go struct name used in messages, e.g. "GenerateRequest".
-        fields: JSON field name -> kind ("string", "bool", "int", "[]int", "object", "think",
-            "duration", "images", "messages", "tools", "any").
+        fields: JSON field name -> kind ("string", "bool", "int", "[]int", "object",
+            "map[string]string", "think", "duration", "images", "messages", "tools", "any").
 
     Returns:
         The known fields that are present and not null (unknown keys are ignored, like Go).

@@ -122,7 +122,23 @@ def _default_content(context: Context) -> tuple[str, list[tuple[str | None, str,
     if context.chat and messages:
         images = len(messages[-1].get("images") or [])
     draw = sampling(context.request.get("options"))
-    return default_text(context.model, context.prompt, images=images, draw=draw), []
+    text = default_text(
+        context.model, context.prompt, images=images, draw=draw, system=_model_system(context)
+    )
+    return text, []
+
+
+def _model_system(context: Context) -> str:
+    """The model's own system prompt, when the request leaves it in effect: generate without
+    a `system` of its own; chat unless the first message is a system message (as ChatHandler
+    prepends it)."""
+    system = context.spec.system
+    if not system:
+        return ""
+    if context.chat:
+        first = context.messages[0].get("role") if context.messages else None
+        return "" if first == "system" else system
+    return "" if context.request.get("system") else system
 
 
 def prompt_tokens(context: Context) -> list[str]:

@@ -200,9 +200,12 @@ def sampling(options: Mapping[str, Any] | None) -> object:
     return random.random()
 
 
-def default_text(model: str, prompt: str, *, images: int = 0, draw: object = None) -> str:
-    """The default markdown answer: names the model, quotes the prompt, lists a few points
-    (which, and in what order, depends on ``draw``: see :func:`sampling`)."""
+def default_text(
+    model: str, prompt: str, *, images: int = 0, draw: object = None, system: str = ""
+) -> str:
+    """The default markdown answer: names the model, quotes the prompt (and the model's own
+    *system* prompt, when one is in effect), lists a few points (which, and in what order,
+    depends on ``draw``: see :func:`sampling`)."""
     if draw is None:
         start = stable_hash(model, prompt) % len(_POINTS)
         points = [_POINTS[(start + i) % len(_POINTS)] for i in range(3)]
@@ -210,6 +213,8 @@ def default_text(model: str, prompt: str, *, images: int = 0, draw: object = Non
         points = random.Random(stable_hash(model, prompt, draw)).sample(_POINTS, 3)
     quoted = snippet(prompt) or "(an empty prompt)"
     lines = [f"This is **{model}** on a stand-in Ollama server. You asked: “{quoted}”", ""]
+    if system:
+        lines += [f"Following my system prompt: “{snippet(system)}”", ""]
     if images:
         lines += [f"I received {images} image{'s' if images != 1 else ''}.", ""]
     lines += ["A few points:", "", *[f"- {p[0].upper()}{p[1:]}." for p in points]]

@@ -253,6 +253,28 @@ class FakeOllama:
         """Installed models, most recently modified first (the order of /api/tags)."""
         return self._state.models
 
+    # -- blobs -----------------------------------------------------------------------------
+
+    @property
+    def blobs(self) -> dict[str, int]:
+        """Blobs uploaded to /api/blobs or written by /api/create: digest -> size in bytes.
+
+        Only digests and sizes are kept, never the contents. Deleting a model drops the blobs
+        no other model uses, as the real server does.
+        """
+        return self._state.blobs
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether `HEAD /api/blobs/<digest>` would answer 200: an uploaded or created blob,
+        or a layer of an installed model.
+
+        Raises:
+            ValueError: for a digest that is not `sha256:<64 hex digits>`.
+        """
+        if not re.match(r"^sha256[:-][0-9a-fA-F]{64}$", digest):
+            raise ValueError(f"invalid digest: {digest!r}")
+        return self._state.has_blob("sha256:" + digest[7:])
+
     # -- replies and faults ----------------------------------------------------------------
 
     def add_reply(
@@ -316,8 +338,8 @@ class FakeOllama:
         self._state.clear_faults()
 
     def reset(self) -> None:
-        """Back to a fresh server: default models, no replies or faults, empty request log,
-        `peak_running` counted afresh."""
+        """Back to a fresh server: default models, no blobs, replies or faults, empty request
+        log, `peak_running` counted afresh."""
         self._state.reset()
 
     # -- request log -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ollama_magic.testing.catalog import (
     parse_model_name,
 )
 from ollama_magic.testing.compat import answer_fault
+from ollama_magic.testing.layers import layers_for
 from ollama_magic.testing.records import RecordedRequest
 from ollama_magic.testing.replies import Fault, Reply, ReplyRule
 from ollama_magic.testing.slots import DEFAULT_MAX_QUEUE, Slots
@@ -41,6 +42,14 @@ class FaultRule:
     model_key: str | None
     endpoint: str | None
     remaining: int | None
+
+
+@dataclass
+class Blob:
+    """A blob the server holds: uploaded to /api/blobs, or written by /api/create."""
+
+    size: int
+    gguf: bool = False  # starts with the GGUF magic number
 
 
 @dataclass
@@ -103,6 +112,7 @@ class ServerState:
             self._faults: list[FaultRule] = []
             self._requests: list[RecordedRequest] = []
             self._loaded: dict[str, _Loaded] = {}
+            self._blobs: dict[str, Blob] = {}
         self.slots.reset_peak()
 
     # -- configuration ---------------------------------------------------------------------
@@ -118,10 +128,23 @@ class ServerState:
             self._remote[spec.parsed.key] = spec
 
     def delete(self, name: ModelName) -> bool:
-        """Uninstall (and unload) a model; False if it was not installed."""
+        """Uninstall (and unload) a model; False if it was not installed.
+
+        Its blobs that no other model uses go too, as `Manifest.RemoveLayers` removes them
+        (an uploaded blob a created model was made from included).
+        """
         with self.lock:
             self._loaded.pop(name.key, None)
-            return self._models.pop(name.key, None) is not None
+            spec = self._models.pop(name.key, None)
+            if spec is None:
+                return False
+            in_use = {
+                layer.digest for other in self._models.values() for layer in layers_for(other)
+            }
+            for layer in layers_for(spec):
+                if layer.digest not in in_use:
+                    self._blobs.pop(layer.digest, None)
+            return True
 
     @property
     def models(self) -> list[ModelSpec]:
@@ -155,6 +178,33 @@ class ServerState:
         """Requests received so far, in arrival order (a copy of the list)."""
         with self.lock:
             return list(self._requests)
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def add_blob(self, digest: str, blob: Blob) -> None:
+        """Hold *blob* under *digest* (`sha256:<hex>`)."""
+        with self.lock:
+            self._blobs[digest] = blob
+
+    def blob(self, digest: str) -> Blob | None:
+        """The uploaded or created blob *digest*, if held."""
+        with self.lock:
+            return self._blobs.get(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether the server holds blob *digest*: uploaded, created, or a layer of an
+        installed model."""
+        with self.lock:
+            if digest in self._blobs:
+                return True
+            models = list(self._models.values())
+        return any(layer.digest == digest for spec in models for layer in layers_for(spec))
+
+    @property
+    def blobs(self) -> dict[str, int]:
+        """Uploaded and created blobs: digest -> size in bytes."""
+        with self.lock:
+            return {digest: blob.size for digest, blob in self._blobs.items()}
 
     # -- used by the request handlers --------------------------------------------------------
 
