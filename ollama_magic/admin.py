@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import shlex
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,11 +33,12 @@ from ollama_magic.errors import (
 )
 from ollama_magic.markdown import render_markdown
 from ollama_magic.options import OLLAMA_OPTIONS, mask_headers, mask_host
+from ollama_magic.progress import TransferProgress
 from ollama_magic.render import escape
 from ollama_magic.terminal import printable
 from ollama_magic.workspace import Workspace
 
-__all__ = ["COMMANDS", "Line", "key_values", "parse_words"]
+__all__ = ["COMMANDS", "Line", "key_values", "parse_words", "split_words"]
 
 
 @dataclass
@@ -49,6 +50,14 @@ class Line:
     """Whether displays reach a frontend that renders HTML (not terminal IPython)."""
     usage: str = ""
     """The magics' usage text, for ``%ollama help``."""
+
+
+def split_words(line: str) -> list[str]:
+    """A magic's line split with shell quoting (IPython's ``parse_argstring`` keeps quotes)."""
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"{exc} in: {line}") from None
 
 
 def parse_words(parser: Any, words: list[str]) -> Any:
@@ -138,6 +147,8 @@ def show(line: Line, rest: list[str]) -> None:
         f"{details.get('parameter_size', '?')} · **quantization:** "
         f"{details.get('quantization_level', '?')}",
     ]
+    if info.get("system"):
+        lines += ["", "**System prompt**", "", "```", str(info["system"]).strip(), "```"]
     if info.get("parameters"):
         lines += ["", "**Parameters**", "", "```", info["parameters"].strip(), "```"]
     if info.get("template"):
@@ -151,7 +162,7 @@ def pull(line: Line, rest: list[str]) -> None:
     if len(rest) != 1:
         raise UsageError("Usage: %ollama pull MODEL")
     model = rest[0]
-    progress = _PullProgress(model, in_kernel=line.rich, fps=line.workspace.fps)
+    progress = TransferProgress("pull", model, in_kernel=line.rich, fps=line.workspace.fps)
     try:
         for event in line.workspace.client().pull(model):
             progress.update(event)
@@ -380,56 +391,6 @@ def traceback_command(line: Line, rest: list[str]) -> None:
         return
     lines = traceback.format_exception(type(error), error, error.__traceback__)
     print(printable("".join(lines)))  # messages quote the server
-
-
-class _PullProgress:
-    """A progress bar for ``%ollama pull``, updated in place (plain lines in a terminal)."""
-
-    def __init__(self, model: str, *, in_kernel: bool, fps: float) -> None:
-        self.model = model
-        self.in_kernel = in_kernel
-        self.interval = 1.0 / fps if fps > 0 else 0.0
-        self.last = float("-inf")
-        self.status = "starting"
-        self.fraction: float | None = None
-        self.handle: Any = None
-        self.last_status = ""
-
-    def update(self, line: Any) -> None:
-        self.status = line.status
-        if line.fraction is not None:
-            self.fraction = line.fraction
-        now = time.monotonic()
-        if line.status == self.last_status and now - self.last < self.interval:
-            return
-        self.last, self.last_status = now, line.status
-        self._paint()
-
-    def close(self, *, failed: bool = False) -> None:
-        if failed:
-            self.status = f"{self.status} (stopped)"
-        self._paint()
-        if not self.in_kernel:
-            sys.stdout.write("\n")
-
-    def _paint(self) -> None:
-        percent = f"{self.fraction * 100:5.1f}%" if self.fraction is not None else ""
-        text = f"pull {self.model}: {self.status} {percent}".rstrip()
-        if not self.in_kernel:
-            sys.stdout.write("\r" + printable(text).ljust(70))
-            sys.stdout.flush()
-            return
-        value = int((self.fraction or 0) * 1000)
-        html = (
-            f"<div><code>{escape(self.model)}</code> {escape(self.status)} "
-            f'<progress value="{value}" max="1000" style="width: 16em; vertical-align: middle">'
-            f"</progress> {percent}</div>"
-        )
-        bundle = {"text/html": html, "text/plain": printable(text)}
-        if self.handle is None:
-            self.handle = display(bundle, raw=True, display_id=True)
-        else:
-            self.handle.update(bundle, raw=True)
 
 
 def _no_arguments(command: str, rest: list[str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 import requests
@@ -20,8 +20,9 @@ import requests
 from ollama_magic import http_errors  # the one error mapper: used as http_errors.<name>
 from ollama_magic.errors import OllamaError, ResponseError, ServerUnreachable
 from ollama_magic.images import ImageInput, encode_image, wire_message
+from ollama_magic.management import ModelManagement
 from ollama_magic.options import SecretHeaders
-from ollama_magic.stream import Recorder, Replayed, Stream, ndjson_objects
+from ollama_magic.stream import Recorder, Replayed, Stream
 from ollama_magic.transport import (
     DEFAULT_HOST,
     Cancellation,
@@ -31,7 +32,7 @@ from ollama_magic.transport import (
     parse_host,
     split_credentials,
 )
-from ollama_magic.types import ModelInfo, Progress, Result, RunningModel
+from ollama_magic.types import ModelInfo, Result, RunningModel
 
 # Re-exported from their modules, beside the calls that take or return them (and where code
 # written before the split imports them from).
@@ -53,7 +54,7 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 Messages = Iterable[Mapping[str, Any]]
 
 
-class Client:
+class Client(ModelManagement):
     """A connection to one Ollama server.
 
     Args:
@@ -281,40 +282,6 @@ class Client:
         body = _body(model=model, verbose=verbose or None)
         return self._json("POST", "/api/show", body, model=model)
 
-    @overload
-    def pull(
-        self, model: str, *, insecure: bool = ..., stream: Literal[True] = ...
-    ) -> Iterator[Progress]: ...
-    @overload
-    def pull(self, model: str, *, insecure: bool = ..., stream: Literal[False]) -> Progress: ...
-    def pull(
-        self, model: str, *, insecure: bool = False, stream: bool = True
-    ) -> Iterator[Progress] | Progress:
-        """Download a model (``POST /api/pull``); streaming yields progress lines as they come."""
-        body = _body(model=model, insecure=insecure or None, stream=stream)
-        if not stream:
-            return Progress.from_json(self._json("POST", "/api/pull", body, model=model))
-        response = self._send("POST", "/api/pull", body, stream=True, model=model)
-        return self._pull_progress(response, model)
-
-    def _pull_progress(self, response: requests.Response, model: str) -> Iterator[Progress]:
-        origin = self._origin
-        with response:
-            for obj in ndjson_objects(response, origin=origin, max_line_bytes=self._max_line_bytes):
-                error = http_errors.in_band_message(obj)
-                if error is not None:
-                    raise http_errors.pull_error(origin, error, model)
-                yield Progress.from_json(obj)
-
-    def delete(self, model: str) -> None:
-        """Delete a local model (``DELETE /api/delete``)."""
-        self._send("DELETE", "/api/delete", {"model": model}, model=model).close()
-
-    def copy(self, source: str, destination: str) -> None:
-        """Copy a local model under a new name (``POST /api/copy``)."""
-        body = {"source": source, "destination": destination}
-        self._send("POST", "/api/copy", body, model=source).close()
-
     def version(self) -> str:
         """The server's version, e.g. ``"0.33.0"`` (``GET /api/version``)."""
         return str(self._json("GET", "/api/version").get("version", ""))
@@ -415,8 +382,11 @@ class Client:
         stream: bool = False,
         model: str = "",
         cancel: Cancellation | None = None,
+        data: Any = None,
     ) -> requests.Response:
         """Send a request; raise the mapped error for a failure or an HTTP error status.
+
+        ``body`` is sent as JSON; ``data`` (a file opened for reading) is sent as it is read.
 
         A pooled keep-alive connection can be dead on reuse (a server or proxy reset it after
         an error). When a request on a *reused* connection fails before any byte of the answer
@@ -426,8 +396,12 @@ class Client:
         if self.recorder is not None:
             self.recorder.permit(path)  # strict replay: nothing goes out
         url = self.host + path
-        data = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
+        if data is None and body is not None:
+            data = json.dumps(body, ensure_ascii=False).encode()
+        start = data.tell() if hasattr(data, "tell") else None
         for attempt in (1, 2):
+            if attempt == 2 and start is not None:
+                data.seek(start)  # a file sent again from where it started
             try:
                 with bind(cancel) as binding:
                     response = self._session.send_once(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +13,15 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 from IPython.display import display
 from traitlets import link
 
-from ollama_magic import admin, data_commands, explain, model_commands, replay_commands
-from ollama_magic.admin import key_values, parse_words
+from ollama_magic import (
+    admin,
+    data_commands,
+    explain,
+    manage_commands,
+    model_commands,
+    replay_commands,
+)
+from ollama_magic.admin import key_values, parse_words, split_words
 from ollama_magic.cell_checks import check_arguments, context_from, result_value, toolbox
 from ollama_magic.compare import compare
 from ollama_magic.conversation import DEFAULT_SESSION, Conversation
@@ -43,6 +49,7 @@ COMMANDS = {
     **data_commands.COMMANDS,
     **explain.COMMANDS,
     **replay_commands.COMMANDS,
+    **manage_commands.COMMANDS,
 }
 
 
@@ -434,6 +441,8 @@ class OllamaMagics(Magics, Settings):
             %ollama ps                     models loaded in memory now
             %ollama show MODEL             capabilities, parameters, template
             %ollama pull MODEL             download a model, with a progress bar
+            %ollama create NAME --from MODEL [-s TEXT] [--quantize q4_K_M] | --gguf PATH
+            %ollama cp SRC DST | rm MODEL | push NAMESPACE/MODEL
             %ollama load [MODEL]           load it into memory now (--keep-alive 30m); then ps
             %ollama unload [MODEL]         free its memory now; then ps
             %ollama logprobs               the last --logprobs answer's token probabilities
@@ -453,13 +462,20 @@ class OllamaMagics(Magics, Settings):
 
         Settings are also traits: ``%config OllamaMagics.model = "qwen3"``.
         """
-        words = _split(line)
+        words = split_words(line)
         command, rest = (words[0], words[1:]) if words else ("help", [])
         if command not in COMMANDS:
             names = sorted(set(COMMANDS) - {"list", "tb"})
             raise UsageError(f"Unknown %ollama command {command!r}. Commands: {', '.join(names)}.")
         usage = f"{self.ollama_line.__doc__}\n%%ollama\n{self.ollama_cell.__doc__}"
         return COMMANDS[command](admin.Line(self.workspace, self._rich_output(), usage), rest)
+
+    @no_var_expand
+    @cell_magic("ollama_create")  # type: ignore[arg-type]  # as cell_magic above
+    def ollama_create(self, line: str, cell: str) -> None:
+        """%%ollama_create NAME [--quantize TYPE]: a model from the Modelfile in the cell."""
+        rich = self._rich_output()
+        manage_commands.create_cell(admin.Line(self.workspace, rich), split_words(line), cell)
 
 
 @dataclass
@@ -479,14 +495,6 @@ def _undefined_note(names: tuple[str, ...]) -> str:
     return f"{listed} {verb} not defined in the notebook, so sent as typed."
 
 
-def _split(line: str) -> list[str]:
-    """A magic's line split with shell quoting (IPython's ``parse_argstring`` keeps quotes)."""
-    try:
-        return shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"{exc} in: {line}") from None
-
-
 def _parse(magic: Any, line: str) -> Any:
     """Parse a magic's line with its argument parser."""
-    return parse_words(magic.parser, _split(line))
+    return parse_words(magic.parser, split_words(line))

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import shutil
 import sys
-from typing import TextIO
+import time
+from typing import Any, TextIO
 
 from ollama_magic.batch import PREVIEW_ROWS, BatchProgress, BatchStatus
 from ollama_magic.render import DisplayHandle, DisplaySink, IPythonSink, escape
@@ -24,6 +25,7 @@ from ollama_magic.terminal import printable
 __all__ = [
     "NotebookProgress",
     "TerminalProgress",
+    "TransferProgress",
     "format_duration",
     "progress_view",
     "renders_html",
@@ -273,3 +275,55 @@ def renders_html() -> bool:
 
     shell = get_ipython()
     return shell is not None and type(shell.display_pub) is not DisplayPublisher
+
+
+class TransferProgress:
+    """A progress bar for ``%ollama pull``, ``create`` and ``push``, updated in place (plain
+    lines in a terminal)."""
+
+    def __init__(self, verb: str, model: str, *, in_kernel: bool, fps: float) -> None:
+        self.verb = verb
+        self.model = model
+        self.in_kernel = in_kernel
+        self.interval = 1.0 / fps if fps > 0 else 0.0
+        self.last = float("-inf")
+        self.status = "starting"
+        self.fraction: float | None = None
+        self.handle: DisplayHandle | None = None
+        self.last_status = ""
+
+    def update(self, line: Any) -> None:
+        self.status = line.status
+        if line.fraction is not None:
+            self.fraction = line.fraction
+        now = time.monotonic()
+        if line.status == self.last_status and now - self.last < self.interval:
+            return
+        self.last, self.last_status = now, line.status
+        self._paint()
+
+    def close(self, *, failed: bool = False) -> None:
+        if failed:
+            self.status = f"{self.status} (stopped)"
+        self._paint()
+        if not self.in_kernel:
+            sys.stdout.write("\n")
+
+    def _paint(self) -> None:
+        percent = f"{self.fraction * 100:5.1f}%" if self.fraction is not None else ""
+        text = f"{self.verb} {self.model}: {self.status} {percent}".rstrip()
+        if not self.in_kernel:
+            sys.stdout.write("\r" + printable(text).ljust(70))
+            sys.stdout.flush()
+            return
+        value = int((self.fraction or 0) * 1000)
+        html = (
+            f"<div><code>{escape(self.model)}</code> {escape(self.status)} "
+            f'<progress value="{value}" max="1000" style="width: 16em; vertical-align: middle">'
+            f"</progress> {percent}</div>"
+        )
+        bundle = {"text/html": html, "text/plain": printable(text)}
+        if self.handle is None:
+            self.handle = IPythonSink().display(bundle, {})
+        else:
+            self.handle.update(bundle, {})

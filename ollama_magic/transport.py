@@ -342,7 +342,7 @@ class Session(requests.Session):
         self.headers.update(merged)
 
     def send_once(
-        self, method: str, url: str, *, data: bytes | None, stream: bool, timeout: Any
+        self, method: str, url: str, *, data: Any, stream: bool, timeout: Any
     ) -> requests.Response:
         """``Session.request`` without the work a client of one server repeats for nothing.
 

@@ -1,0 +1,180 @@
+"""``%ollama create`` / ``cp`` / ``rm`` / ``push`` and the ``%%ollama_create`` cell: a server's
+models made, copied, removed and published from a notebook.
+
+``%%ollama_create NAME`` takes a Modelfile as the cell (``FROM``, ``SYSTEM``, ``PARAMETER``,
+``TEMPLATE``, ``MESSAGE``, ``ADAPTER``, ``LICENSE``), converted to the API's JSON fields; a
+local GGUF file is uploaded as a blob first (only if the server lacks it). Progress shows as
+``%ollama pull``'s does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from ollama_magic.admin import Line, parse_words
+from ollama_magic.errors import ModelNotFound, OllamaError, quiet_interrupt
+from ollama_magic.management import QUANTIZATIONS, file_digest
+from ollama_magic.modelfile import ModelSpec, parse_modelfile
+from ollama_magic.progress import TransferProgress
+from ollama_magic.terminal import printable
+from ollama_magic.types import Progress
+
+__all__ = ["COMMANDS", "create", "create_cell"]
+
+
+@magic_arguments(name="ollama create")
+@argument("name", metavar="NAME", help="The new model's name, e.g. tutor or me/tutor:latest.")
+@argument("--from", dest="source", metavar="MODEL", help="The model it starts from.")
+@argument("--gguf", metavar="PATH", help="A local GGUF file it is made of (uploaded first).")
+@argument("-s", "--system", metavar="TEXT", help="Its system prompt.")
+@argument(
+    "--quantize", metavar="TYPE", help=f"Quantize it: {', '.join(QUANTIZATIONS)} (q4_K_M usual)."
+)
+def _create_arguments(line: str) -> None:
+    """Create a model; as a cell magic (%%ollama_create NAME), the cell is its Modelfile."""
+
+
+def create(line: Line, rest: list[str]) -> None:
+    """``%ollama create NAME [--from MODEL | --gguf PATH] [-s TEXT] [--quantize TYPE]``."""
+    args = parse_words(_create_arguments.parser, rest)
+    spec = ModelSpec()
+    if args.source:
+        spec.fields["from"] = args.source
+    if args.gguf:
+        spec.files.append(Path(args.gguf).expanduser())
+    if args.system is not None:
+        spec.fields["system"] = args.system
+    _create(line, args.name, spec, args.quantize)
+
+
+def create_cell(line: Line, words: list[str], cell: str) -> None:
+    """``%%ollama_create NAME [--quantize TYPE]`` with a Modelfile as the cell."""
+    args = parse_words(_create_arguments.parser, words)
+    spec = parse_modelfile(cell)
+    if args.source:
+        spec.fields["from"] = args.source
+    if args.system is not None:
+        spec.fields["system"] = args.system
+    if args.gguf:
+        spec.files.append(Path(args.gguf).expanduser())
+    _create(line, args.name, spec, args.quantize)
+
+
+def _create(line: Line, name: str, spec: ModelSpec, quantize: str | None) -> None:
+    if not spec.files and "from" not in spec.fields:
+        raise UsageError(
+            f"Creating {name} needs what it starts from: --from MODEL, --gguf PATH, or a FROM "
+            "line in the %%ollama_create cell."
+        )
+    if quantize is not None and quantize.lower() not in {q.lower() for q in QUANTIZATIONS}:
+        raise UsageError(f"--quantize takes one of {', '.join(QUANTIZATIONS)}, not {quantize!r}.")
+    client = line.workspace.client()
+    fields = dict(spec.fields)
+    if spec.files or spec.adapters:
+        fields["files"] = _upload(line, spec.files) if spec.files else None
+        fields["adapters"] = _upload(line, spec.adapters) if spec.adapters else None
+    source = fields.pop("from", None)
+    fields = {key: value for key, value in fields.items() if value is not None}
+    lines = client.create(name, from_=source, quantize=quantize, **fields)
+    try:
+        _follow(line, "create", name, lines, f"`%%ollama_create {name}` again starts over.")
+    except OllamaError as error:
+        missing = "does not exist" in error.message or "not found" in error.message
+        if source and missing and "manifest" in error.message:
+            raise OllamaError(
+                f"Creating {name} failed: {source} is neither a local model nor one the "
+                "registry has.",
+                hint="`%ollama models` lists the local models; check the name.",
+            ) from None
+        raise
+    made = f" from {source}" if source else ""
+    print(printable(f"Created {name}{made} on {client.host}."))
+
+
+def _upload(line: Line, paths: list[Path]) -> dict[str, str]:
+    """Upload each file the server lacks; the names and digests ``create`` takes."""
+    client = line.workspace.client()
+    files = {}
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"{path} is not a file.")
+        digest = file_digest(path)
+        if client.blob_exists(digest):
+            print(printable(f"{path.name}: the server has it already ({digest[:19]}…)."))
+        else:
+            print(printable(f"{path.name}: uploading {path.stat().st_size:,} bytes…"))
+            client.push_blob(path, digest, check=False)
+        files[path.name] = digest
+    return files
+
+
+def _follow(line: Line, verb: str, name: str, lines: Iterator[Progress], again: str) -> None:
+    """Show the progress lines of a create or push as a bar, until success or an error."""
+    progress = TransferProgress(verb, name, in_kernel=line.rich, fps=line.workspace.fps)
+    try:
+        for event in lines:
+            progress.update(event)
+    except KeyboardInterrupt as interrupt:
+        progress.close(failed=True)
+        raise quiet_interrupt(interrupt, f"{verb} stopped; {again}") from None
+    except OllamaError:
+        progress.close(failed=True)
+        raise
+    progress.close()
+
+
+def push(line: Line, rest: list[str]) -> None:
+    """``%ollama push NAME``: upload a model to its registry, with a progress bar."""
+    if len(rest) != 1:
+        raise UsageError("Usage: %ollama push NAMESPACE/MODEL[:TAG]")
+    client = line.workspace.client()
+    _follow(line, "push", rest[0], client.push(rest[0]), f"`%ollama push {rest[0]}` resumes.")
+    print(printable(f"Pushed {rest[0]} from {client.host}."))
+
+
+def copy(line: Line, rest: list[str]) -> None:
+    """``%ollama cp SOURCE DESTINATION``: the same model under a second name."""
+    if len(rest) != 2:
+        raise UsageError("Usage: %ollama cp SOURCE DESTINATION")
+    client = line.workspace.client()
+    try:
+        client.copy(rest[0], rest[1])
+    except ModelNotFound:
+        raise _missing(rest[0], client.host, "nothing was copied") from None
+    print(printable(f"Copied {rest[0]} to {rest[1]} on {client.host}."))
+
+
+def remove(line: Line, rest: list[str]) -> None:
+    """``%ollama rm NAME``: delete a local model (no confirmation: the name is the intent)."""
+    if len(rest) != 1:
+        raise UsageError("Usage: %ollama rm MODEL")
+    client = line.workspace.client()
+    sizes = {model.name: model.size for model in client.list()}
+    try:
+        client.delete(rest[0])
+    except ModelNotFound:
+        raise _missing(rest[0], client.host, "nothing was removed") from None
+    named = rest[0] if ":" in rest[0] else f"{rest[0]}:latest"
+    size = sizes.get(named) or sizes.get(rest[0])
+    freed = f", freeing {size / 1e9:.1f} GB" if size else ""
+    print(printable(f"Removed {rest[0]} from {client.host}{freed}."))
+
+
+def _missing(name: str, host: str, outcome: str) -> OllamaError:
+    return OllamaError(
+        f"{name} is not a model on {host}; {outcome}.",
+        hint="`%ollama models` lists the local models.",
+    )
+
+
+COMMANDS: dict[str, Callable[[Line, list[str]], Any]] = {
+    "create": create,
+    "push": push,
+    "cp": copy,
+    "rm": remove,
+}
