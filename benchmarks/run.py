@@ -430,5 +430,8 @@ if __name__ == "__main__":
     from batch import bench_batch  # beside this file
 
     bench_batch(check)
+    from replay import bench_replay  # beside this file
+
+    bench_replay(check)
     print(f"{sum(RESULTS)} passed, {len(RESULTS) - sum(RESULTS)} failed")
     raise SystemExit(0 if all(RESULTS) else 1)
