@@ -17,7 +17,6 @@ comments, values in triple quotes over several lines, or in quotes) and mapped t
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,8 @@ from ollama_magic.errors import OllamaError
 __all__ = ["ModelSpec", "parse_modelfile"]
 
 _INSTRUCTIONS = ("from", "system", "template", "parameter", "message", "adapter", "license")
+#: Newer instructions (``ollama show --modelfile`` prints some): sent as fields of their name.
+_PASSED = ("renderer", "parser", "requires")
 _ROLES = ("system", "user", "assistant")
 #: Parameters that are lists: repeated lines add to them.
 _LISTS = ("stop",)
@@ -44,6 +45,16 @@ class ModelSpec:
     """``ADAPTER ./lora.gguf``: uploaded, then sent as ``adapters``."""
 
 
+@dataclass(frozen=True)
+class _Line:
+    number: int
+    instruction: str
+    name: str
+    """MESSAGE's role, PARAMETER's name; "" otherwise."""
+    value: str
+    quoted: bool
+
+
 def parse_modelfile(text: str, base: Path | None = None) -> ModelSpec:
     """Read a Modelfile; local paths are resolved against ``base`` (the working directory).
 
@@ -52,46 +63,43 @@ def parse_modelfile(text: str, base: Path | None = None) -> ModelSpec:
     """
     spec = ModelSpec()
     base = base or Path.cwd()
-    for number, instruction, value in _instructions(text):
+    for line in _lines(text):
+        instruction, value = line.instruction, line.value
         if instruction == "from":
             if _is_file(value, base):
-                spec.files.append(base / value)
+                spec.files.append(_path(value, base))
             else:
                 spec.fields["from"] = value
-        elif instruction in ("system", "template"):
+        elif instruction in ("system", "template", *_PASSED):
             spec.fields[instruction] = value
         elif instruction == "license":
-            licenses = spec.fields.setdefault("license", [])
-            licenses.append(value)
+            spec.fields.setdefault("license", []).append(value)
         elif instruction == "adapter":
-            spec.adapters.append(base / value)
+            spec.adapters.append(_path(value, base))
         elif instruction == "message":
-            role, _, content = value.partition(" ")
-            if role.lower() not in _ROLES:
+            if line.name not in _ROLES:  # lower case only, as Ollama accepts them
                 raise OllamaError(
-                    f"Line {number}: MESSAGE takes a role (system, user or assistant) and the "
-                    f"text, not {value!r}."
+                    f"Line {line.number}: MESSAGE takes a role (system, user or assistant) and "
+                    f"the text, not {line.name!r}."
                 )
-            message = {"role": role.lower(), "content": _unquote(content.strip())}
+            message = {"role": line.name, "content": value}
             spec.fields.setdefault("messages", []).append(message)
         else:  # parameter
-            name, _, raw = value.partition(" ")
-            if not raw.strip():
-                raise OllamaError(f"Line {number}: PARAMETER takes a name and a value: {value!r}.")
             parameters = spec.fields.setdefault("parameters", {})
-            parsed = _value(_unquote(raw.strip()))
-            if name in _LISTS:
-                parameters.setdefault(name, []).append(str(parsed))
+            if line.name in _LISTS:
+                parameters.setdefault(line.name, []).append(value)  # as written, always text
             else:
-                parameters[name] = parsed
+                parameters[line.name] = value if line.quoted else _value(value)
     if "license" in spec.fields and len(spec.fields["license"]) == 1:
         spec.fields["license"] = spec.fields["license"][0]
     return spec
 
 
-def _instructions(text: str) -> list[tuple[int, str, str]]:
-    """(line number, instruction, value) for each instruction; multi-line values joined."""
-    found: list[tuple[int, str, str]] = []
+def _lines(text: str) -> list[_Line]:
+    """Each instruction with its value, as Ollama's parser (parser/parser.go) reads them: a
+    value runs to the end of its line, or on over more lines until it ends with the quote it
+    began with (triple or single double quotes), which are then removed, nothing else."""
+    found: list[_Line] = []
     lines = text.splitlines()
     index = 0
     while index < len(lines):
@@ -99,46 +107,58 @@ def _instructions(text: str) -> list[tuple[int, str, str]]:
         index += 1
         if not line or line.startswith("#"):
             continue
-        word, _, rest = line.partition(" ")
+        word, rest = _split(line)
         instruction = word.lower()
-        if instruction not in _INSTRUCTIONS:
-            known = ", ".join(word.upper() for word in _INSTRUCTIONS)
+        if instruction not in _INSTRUCTIONS + _PASSED:
+            known = ", ".join(word.upper() for word in _INSTRUCTIONS + _PASSED)
             raise OllamaError(f"Line {number}: {word!r} is not a Modelfile instruction ({known}).")
-        rest = rest.strip()
-        if rest.startswith('"""'):
-            body = rest[3:]
-            while '"""' not in body and index < len(lines):
-                body += "\n" + lines[index]
-                index += 1
-            if '"""' not in body:
-                raise OllamaError(f'Line {number}: the """ opened here is never closed.')
-            rest = body[: body.index('"""')]
-        else:
-            rest = rest if instruction in ("parameter", "message") else _unquote(rest)
-        found.append((number, instruction, rest))
+        name = ""
+        if instruction in ("parameter", "message"):
+            name, rest = _split(rest)
+            if not rest:
+                what = "a name and a value" if instruction == "parameter" else "a role and text"
+                raise OllamaError(f"Line {number}: {word.upper()} takes {what}: {line!r}.")
+        while _unquoted(rest) is None and index < len(lines):
+            rest += "\n" + lines[index]
+            index += 1
+        value = _unquoted(rest.strip())
+        if value is None:
+            quote = '"""' if rest.startswith('"""') else '"'
+            raise OllamaError(f"Line {number}: the {quote} opened here is never closed.")
+        found.append(_Line(number, instruction, name, value, rest.startswith('"')))
     return found
 
 
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        try:
-            return str(json.loads(text))
-        except ValueError:
-            return text[1:-1]
+def _unquoted(text: str) -> str | None:
+    """The value without its quotes; None while a quote it began with is not closed."""
+    text = text.strip()
+    if text.startswith('"""'):
+        return text[3:-3] if len(text) >= 6 and text.endswith('"""') else None
+    if text.startswith('"'):
+        return text[1:-1] if len(text) >= 2 and text.endswith('"') else None
     return text
+
+
+def _split(text: str) -> tuple[str, str]:
+    """The first word and the rest (a tab separates as a space does)."""
+    parts = text.split(None, 1)
+    return (parts[0], parts[1].strip()) if len(parts) == 2 else (text.strip(), "")
 
 
 def _value(text: str) -> Any:
     """A parameter's value: a number or a boolean when it reads as one, else the text."""
     if re.fullmatch(r"-?\d+", text):
         return int(text)
-    try:
+    if re.fullmatch(r"-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?", text):
         return float(text)
-    except ValueError:
-        pass
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     return text
+
+
+def _path(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def _is_file(value: str, base: Path) -> bool:

@@ -63,6 +63,24 @@ def test_a_modelfile_from_a_local_file_is_uploaded_not_named(tmp_path):
     assert spec.adapters == [tmp_path / "lora.gguf"]
 
 
+def test_modelfile_values_are_read_as_ollamas_parser_reads_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = parse_modelfile(
+        'FROM\t~/weights.gguf\nMESSAGE user """two\nlines"""\nPARAMETER stop """\nUser:"""\n'
+        'PARAMETER stop true\nPARAMETER stop "007"\nPARAMETER stop 1e3\n'
+        'PARAMETER temperature inf\nSYSTEM "say \\"yes\\""\nRENDERER qwen3-coder\n',
+        base=tmp_path / "elsewhere",
+    )
+    assert spec.files == [tmp_path / "weights.gguf"]  # ~ expanded, not under base
+    assert spec.fields["messages"] == [{"role": "user", "content": "two\nlines"}]
+    assert spec.fields["parameters"] == {
+        "stop": ["\nUser:", "true", "007", "1e3"],  # stop strings as written
+        "temperature": "inf",  # not a JSON number: left as text for the server to refuse
+    }
+    assert spec.fields["system"] == 'say \\"yes\\"'  # backslashes kept, as Ollama keeps them
+    assert spec.fields["renderer"] == "qwen3-coder"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -92,7 +110,7 @@ def test_cp_copies_and_rm_removes_and_says_what(ipython, fake_ollama):
     ]
     assert "tutor-backup:latest" in [m.name for m in Client(fake_ollama.url).list()]
     said = line(ipython, "rm tutor-backup")
-    assert said.startswith(f"Removed tutor-backup from {fake_ollama.url}, freeing ")
+    assert said.strip() == f"Removed tutor-backup from {fake_ollama.url}."  # no space claimed
     assert bodies(fake_ollama, "/api/delete") == [{"model": "tutor-backup"}]
     assert "tutor-backup:latest" not in [m.name for m in Client(fake_ollama.url).list()]
 
@@ -153,7 +171,7 @@ def test_create_from_a_gguf_file_uploads_it_once(ipython, fake_ollama, tmp_path)
     path.write_bytes(GGUF)
     digest = "sha256:" + hashlib.sha256(GGUF).hexdigest()
     said = line(ipython, f"create tiny --gguf {path}")
-    assert f"tiny.gguf: uploading {len(GGUF):,} bytes" in said
+    assert f"upload tiny.gguf: sending {len(GGUF):,} bytes 100.0%" in said
     uploads = [r for r in fake_ollama.requests if r.path == f"/api/blobs/{digest}"]
     assert [r.method for r in uploads] == ["HEAD", "POST"]
     assert bodies(fake_ollama, "/api/create")[-1]["files"] == {"tiny.gguf": digest}
@@ -224,3 +242,46 @@ def test_create_and_push_from_python_yield_progress(fake_ollama):
     assert client.create("luigi", from_="llama3.2", stream=False).status == "success"
     client.copy("mario", "me/mario")
     assert [p.status for p in client.push("me/mario")][-1] == "success"
+
+
+def test_create_errors_answered_with_an_http_status_are_one_line_too(fake_ollama):
+    client = Client(fake_ollama.url)
+    with pytest.raises(OllamaError) as caught:
+        client.create("q", from_="llama3.2", quantize="q4_K_M", stream=False)
+    assert caught.value.message == (
+        "Creating q failed: quantization is only supported for F16, BF16 and F32 models"
+    )
+    assert "F16, BF16 or F32" in caught.value.hint and "server log" not in caught.value.hint
+    with pytest.raises(OllamaError, match=r"Pushing llama3\.2 failed: unauthorized"):
+        client.push("llama3.2", stream=False)
+
+
+def test_a_blob_that_was_never_uploaded_says_to_upload_it(fake_ollama):
+    client = Client(fake_ollama.url)
+    with pytest.raises(OllamaError) as caught:
+        list(client.create("x", files={"x.gguf": "sha256:" + "0" * 64}))
+    assert caught.value.hint.startswith("Upload the file again")
+
+
+def test_from_a_model_and_a_file_at_once_is_refused_before_any_upload(
+    ipython, fake_ollama, tmp_path
+):
+    path = tmp_path / "big.gguf"
+    path.write_bytes(GGUF)
+    with pytest.raises(UsageError, match="from a model or from a file, not both"):
+        ipython.run_line_magic("ollama", f"create both --from llama3.2 --gguf {path}")
+    assert not [r for r in fake_ollama.requests if r.path.startswith("/api/blobs/")]
+
+
+def test_an_upload_shows_its_progress_and_sends_the_file_in_pieces(ipython, fake_ollama, tmp_path):
+    path = tmp_path / "weights.gguf"
+    path.write_bytes(GGUF * 200)  # about 800 KB
+    with capture_output() as captured:
+        ipython.run_line_magic("ollama", f"create big --gguf {path}")
+    bars = [
+        o.data["text/html"] for o in captured.outputs if "<progress" in o.data.get("text/html", "")
+    ]
+    assert any("weights.gguf" in bar and "sending" in bar for bar in bars)
+    assert any("reading" in bar for bar in bars)  # hashing shows progress too
+    upload = next(r for r in fake_ollama.requests if r.method == "POST" and "/blobs/" in r.path)
+    assert int(upload.headers["Content-Length"]) == len(GGUF) * 200
