@@ -442,9 +442,9 @@ class OllamaMagics(Magics, Settings):
             %ollama show MODEL             capabilities, parameters, template
             %ollama pull MODEL             download a model, with a progress bar
             %ollama create NAME --from MODEL [-s TEXT] [--quantize q4_K_M] | --gguf PATH
+                                           (%%ollama_create NAME: the cell is a Modelfile)
             %ollama cp SRC DST | rm MODEL | push NAMESPACE/MODEL
-            %ollama load [MODEL]           load it into memory now (--keep-alive 30m); then ps
-            %ollama unload [MODEL]         free its memory now; then ps
+            %ollama load|unload [MODEL]    into memory now (--keep-alive 30m), or out; then ps
             %ollama logprobs               the last --logprobs answer's token probabilities
             %ollama status                 is the server there, which version, is the model ready
             %ollama config [KEY=VALUE ...] show or change host, model, options, fps, timeout,
@@ -473,7 +473,7 @@ class OllamaMagics(Magics, Settings):
     @no_var_expand
     @cell_magic("ollama_create")  # type: ignore[arg-type]  # as cell_magic above
     def ollama_create(self, line: str, cell: str) -> None:
-        """%%ollama_create NAME [--quantize TYPE]: a model from the Modelfile in the cell."""
+        """%%ollama_create NAME [--quantize T] [--from M] [-s TEXT]: the cell is a Modelfile."""
         rich = self._rich_output()
         manage_commands.create_cell(admin.Line(self.workspace, rich), split_words(line), cell)
 

@@ -71,18 +71,32 @@ def _create(line: Line, name: str, spec: ModelSpec, quantize: str | None) -> Non
             f"Creating {name} needs what it starts from: --from MODEL, --gguf PATH, or a FROM "
             "line in the %%ollama_create cell."
         )
+    if spec.files and "from" in spec.fields:
+        raise UsageError(
+            f"Creating {name}: from a model or from a file, not both (the server would use "
+            "the model and ignore the file)."
+        )
     if quantize is not None and quantize.lower() not in {q.lower() for q in QUANTIZATIONS}:
         raise UsageError(f"--quantize takes one of {', '.join(QUANTIZATIONS)}, not {quantize!r}.")
     client = line.workspace.client()
     fields = dict(spec.fields)
-    if spec.files or spec.adapters:
-        fields["files"] = _upload(line, spec.files) if spec.files else None
-        fields["adapters"] = _upload(line, spec.adapters) if spec.adapters else None
-    source = fields.pop("from", None)
-    fields = {key: value for key, value in fields.items() if value is not None}
-    lines = client.create(name, from_=source, quantize=quantize, **fields)
+    again = f"`%%ollama_create {name}` again starts over."
     try:
-        _follow(line, "create", name, lines, f"`%%ollama_create {name}` again starts over.")
+        if spec.files:
+            fields["files"] = _upload(line, spec.files)
+        if spec.adapters:
+            fields["adapters"] = _upload(line, spec.adapters)
+    except KeyboardInterrupt as interrupt:
+        raise quiet_interrupt(interrupt, f"the upload stopped; {again}") from None
+    source = fields.pop("from", None)
+    try:
+        _follow(
+            line,
+            "create",
+            name,
+            lambda: client.create(name, from_=source, quantize=quantize, **fields),
+            again,
+        )
     except OllamaError as error:
         missing = "does not exist" in error.message or "not found" in error.message
         if source and missing and "manifest" in error.message:
@@ -97,27 +111,44 @@ def _create(line: Line, name: str, spec: ModelSpec, quantize: str | None) -> Non
 
 
 def _upload(line: Line, paths: list[Path]) -> dict[str, str]:
-    """Upload each file the server lacks; the names and digests ``create`` takes."""
+    """Upload each file the server lacks, with progress; the names and digests for create."""
     client = line.workspace.client()
     files = {}
     for path in paths:
         if not path.is_file():
             raise UsageError(f"{path} is not a file.")
-        digest = file_digest(path)
+        size = path.stat().st_size
+        progress = TransferProgress("hash", path.name, in_kernel=line.rich, fps=line.workspace.fps)
+        digest = file_digest(path, _bytes(progress, "reading", size))
+        progress.close()
         if client.blob_exists(digest):
             print(printable(f"{path.name}: the server has it already ({digest[:19]}…)."))
         else:
-            print(printable(f"{path.name}: uploading {path.stat().st_size:,} bytes…"))
-            client.push_blob(path, digest, check=False)
+            progress = TransferProgress(
+                "upload", path.name, in_kernel=line.rich, fps=line.workspace.fps
+            )
+            client.push_blob(path, digest, check=False, progress=_bytes(progress, "sending", size))
+            progress.close()
         files[path.name] = digest
     return files
 
 
-def _follow(line: Line, verb: str, name: str, lines: Iterator[Progress], again: str) -> None:
-    """Show the progress lines of a create or push as a bar, until success or an error."""
+def _bytes(progress: TransferProgress, status: str, size: int) -> Callable[[int], None]:
+    """Bytes read so far, as a progress line."""
+
+    def update(done: int) -> None:
+        progress.update(Progress(status=f"{status} {size:,} bytes", total=size, completed=done))
+
+    return update
+
+
+def _follow(
+    line: Line, verb: str, name: str, start: Callable[[], Iterator[Progress]], again: str
+) -> None:
+    """Send the request and show its progress lines as a bar, until success or an error."""
     progress = TransferProgress(verb, name, in_kernel=line.rich, fps=line.workspace.fps)
     try:
-        for event in lines:
+        for event in start():
             progress.update(event)
     except KeyboardInterrupt as interrupt:
         progress.close(failed=True)
@@ -133,7 +164,8 @@ def push(line: Line, rest: list[str]) -> None:
     if len(rest) != 1:
         raise UsageError("Usage: %ollama push NAMESPACE/MODEL[:TAG]")
     client = line.workspace.client()
-    _follow(line, "push", rest[0], client.push(rest[0]), f"`%ollama push {rest[0]}` resumes.")
+    again = f"`%ollama push {rest[0]}` resumes."
+    _follow(line, "push", rest[0], lambda: client.push(rest[0]), again)
     print(printable(f"Pushed {rest[0]} from {client.host}."))
 
 
@@ -154,15 +186,12 @@ def remove(line: Line, rest: list[str]) -> None:
     if len(rest) != 1:
         raise UsageError("Usage: %ollama rm MODEL")
     client = line.workspace.client()
-    sizes = {model.name: model.size for model in client.list()}
     try:
         client.delete(rest[0])
     except ModelNotFound:
         raise _missing(rest[0], client.host, "nothing was removed") from None
-    named = rest[0] if ":" in rest[0] else f"{rest[0]}:latest"
-    size = sizes.get(named) or sizes.get(rest[0])
-    freed = f", freeing {size / 1e9:.1f} GB" if size else ""
-    print(printable(f"Removed {rest[0]} from {client.host}{freed}."))
+    # The space freed is not known here: a copy shares its files with the original.
+    print(printable(f"Removed {rest[0]} from {client.host}."))
 
 
 def _missing(name: str, host: str, outcome: str) -> OllamaError:

@@ -9,10 +9,10 @@ failure, mapped here to one clear line with what to do next.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, overload
 
 from ollama_magic import http_errors
 from ollama_magic.errors import ModelNotFound, OllamaError, ResponseError
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ollama_magic.transport import Cancellation
 
-__all__ = ["QUANTIZATIONS", "ModelManagement", "file_digest"]
+__all__ = ["QUANTIZATIONS", "ModelManagement", "Reading", "file_digest"]
 
 #: The quantization types ``create`` accepts (q4_K_M and q8_0 are the recommended ones).
 QUANTIZATIONS = (
@@ -48,13 +48,48 @@ QUANTIZATIONS = (
 _CHUNK = 1 << 20
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
+#: Told how many bytes of a file were read so far (hashing or uploading it).
+Reading = Callable[[int], None]
+
+
+def file_digest(path: str | os.PathLike[str], progress: Reading | None = None) -> str:
     """``sha256:<hex>`` of a file, read a megabyte at a time (a model is gigabytes)."""
     digest = hashlib.sha256()
+    done = 0
     with open(path, "rb") as handle:
         while block := handle.read(_CHUNK):
             digest.update(block)
+            done += len(block)
+            if progress is not None:
+                progress(done)
     return f"sha256:{digest.hexdigest()}"
+
+
+class _Counted(io.RawIOBase):
+    """A file whose reads are counted, for an upload's progress (requests sends it in blocks;
+    its length makes the Content-Length)."""
+
+    def __init__(self, handle: BinaryIO, size: int, progress: Reading) -> None:
+        self._handle, self._size, self._progress, self._done = handle, size, progress, 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        block = self._handle.read(-1 if size is None else size)
+        self._done += len(block)
+        self._progress(self._done)
+        return block
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._done = 0
+        return self._handle.seek(offset, whence)
 
 
 class ModelManagement:
@@ -189,17 +224,25 @@ class ModelManagement:
         return True
 
     def push_blob(
-        self, path: str | os.PathLike[str], digest: str | None = None, *, check: bool = True
+        self,
+        path: str | os.PathLike[str],
+        digest: str | None = None,
+        *,
+        check: bool = True,
+        progress: Reading | None = None,
     ) -> str:
         """Upload a file as a blob unless the server has it already (``check=False``: the
         caller asked); its digest, for ``create(files={name: digest})``.
 
-        The file is hashed and then sent a piece at a time, never read whole into memory.
+        The file is hashed and then sent a piece at a time, never read whole into memory;
+        ``progress`` hears how many bytes were sent so far.
         """
         digest = digest or file_digest(path)
         if not check or not self.blob_exists(digest):
             with open(path, "rb") as handle:
-                self._send("POST", f"/api/blobs/{digest}", data=handle).close()
+                size = os.fstat(handle.fileno()).st_size
+                body = _Counted(handle, size, progress) if progress else handle
+                self._send("POST", f"/api/blobs/{digest}", data=body).close()
         return digest
 
     # -- progress -----------------------------------------------------------------------------
@@ -207,10 +250,16 @@ class ModelManagement:
     def _progress(
         self, path: str, body: dict[str, Any], model: str, stream: bool
     ) -> Iterator[Progress] | Progress:
-        if not stream:
-            data = self._json("POST", path, body, model=model)
-            return Progress.from_json(data)
-        response = self._send("POST", path, body, stream=True, model=model)
+        try:
+            if not stream:
+                return Progress.from_json(self._json("POST", path, body, model=model))
+            response = self._send("POST", path, body, stream=True, model=model)
+        except ResponseError as error:
+            if path == "/api/pull" or not error.status_code or error.status_code >= 502:
+                raise
+            # A 400/404/500 with the server's reason (a bad quantization, a source that does
+            # not exist): the request's fault, said as one line, not as a server failure.
+            raise management_error(path, error.server_message, model) from None
         return self._progress_lines(response, path, model)
 
     def _progress_lines(
@@ -232,21 +281,18 @@ def management_error(path: str, message: str, model: str) -> OllamaError:
     verb = {"/api/create": "Creating", "/api/push": "Pushing"}.get(path, "Managing")
     hint = ""
     lowered = message.lower()
-    if "quantiz" in lowered:
-        hint = f"Quantize to one of: {', '.join(QUANTIZATIONS)} (q4_K_M and q8_0 are usual)."
+    if "only supported for" in lowered:
+        hint = "Quantize a model in F16, BF16 or F32 (a GGUF file often is), not a quantized one."
+    elif "quantiz" in lowered:
+        hint = "q4_K_M and q8_0 are the usual types."
+    elif "digest" in lowered or "blob" in lowered:
+        hint = "Upload the file again: `%ollama create NAME --gguf PATH` does it."
     elif "not found" in lowered or "does not exist" in lowered or "no such" in lowered:
         hint = "Check the name with `%ollama models` (or pull the model first)."
     elif "namespace" in lowered or "unauthorized" in lowered or "not authorized" in lowered:
         hint = "Push as NAMESPACE/model with a key registered on ollama.com (`%ollama cp` renames)."
-    elif "digest" in lowered or "blob" in lowered:
-        hint = "Upload the file again: `%ollama create NAME --gguf PATH` does it."
     return OllamaError(f"{verb} {model} failed: {message}", hint=hint)
 
 
 def _fields(**fields: Any) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
-
-
-def gguf_name(path: str | os.PathLike[str]) -> str:
-    """The file name a GGUF blob is created under (the server reads the format from it)."""
-    return Path(path).name

@@ -278,8 +278,8 @@ def renders_html() -> bool:
 
 
 class TransferProgress:
-    """A progress bar for ``%ollama pull``, ``create`` and ``push``, updated in place (plain
-    lines in a terminal)."""
+    """A progress bar for ``%ollama pull``, ``create``, ``push`` and uploads, updated in place
+    (a line rewritten in a terminal)."""
 
     def __init__(self, verb: str, model: str, *, in_kernel: bool, fps: float) -> None:
         self.verb = verb
@@ -294,8 +294,7 @@ class TransferProgress:
 
     def update(self, line: Any) -> None:
         self.status = line.status
-        if line.fraction is not None:
-            self.fraction = line.fraction
+        self.fraction = line.fraction  # a step without sizes ("writing manifest") has none
         now = time.monotonic()
         if line.status == self.last_status and now - self.last < self.interval:
             return
@@ -313,7 +312,11 @@ class TransferProgress:
         percent = f"{self.fraction * 100:5.1f}%" if self.fraction is not None else ""
         text = f"{self.verb} {self.model}: {self.status} {percent}".rstrip()
         if not self.in_kernel:
-            sys.stdout.write("\r" + printable(text).ljust(70))
+            # Cut to the terminal's width: a longer line wraps, and \r no longer overwrites it.
+            width = max(20, shutil.get_terminal_size().columns - 1)
+            line = printable(text)
+            line = line if len(line) <= width else line[: width - 1] + "…"
+            sys.stdout.write("\r" + line.ljust(min(70, width)))
             sys.stdout.flush()
             return
         value = int((self.fraction or 0) * 1000)
