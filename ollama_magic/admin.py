@@ -185,6 +185,14 @@ def status(line: Line, rest: list[str]) -> None:
     _no_arguments("status", rest)
     client = line.workspace.client()
     lines = [f"host: {client.host}, from {client.host_source}"]
+    recorder = line.workspace.recorder
+    if recorder is not None and recorder.mode == "strict":
+        lines.append(
+            f"replay: strict, from {recorder.recordings.path}: nothing is sent to a server, so "
+            "the server is not asked (`%ollama replay off` asks it again)"
+        )
+        print(printable("\n".join(lines)))
+        return
     try:
         version: str | None = client.version()
     except NotOllama:

@@ -78,16 +78,24 @@ def compare(
     for number, request in enumerate(requests):
         request.take = f"run {number + 1}"  # identical runs each replay their own answer
 
+    recorded: dict[int, str] = {}
+
     def send(position: int, sender: Client, stop: Cancellation) -> str:
         outcome = workspace.ask(requests[position], stop=stop)
         outcome.raise_for_error()
+        if outcome.result is not None and outcome.result.recorded_at:
+            recorded[position] = outcome.result.recorded_at
         return outcome.text
 
     run = run_batch(range(len(requests)), send, [client], concurrency=len(requests))
     answers: list[str | None] = [run.results.get(n) for n in range(len(requests))]
     labels = [_label(n, variant) for n, variant in enumerate(variants)]
     errors = {n: error_text(error) for n, error in run.errors.items()}
-    _show(labels, answers, errors, rich)
+    note = ""
+    if recorded:  # a teacher must see that the runs were not asked live
+        when = min(recorded.values())[:16].replace("T", " ")
+        note = f"{len(recorded)} of {len(answers)} runs replayed (recorded {when} UTC)"
+    _show(labels, answers, errors, rich, note)
     if run.interruption is not None:
         done = sum(answer is not None for answer in answers)
         raise quiet_interrupt(run.interruption, f"{done} of {len(answers)} runs answered.")
@@ -104,13 +112,19 @@ def _label(number: int, variant: Mapping[str, Any]) -> str:
     return f"Run {number + 1}" + (f" · {said}" if said else "")
 
 
-def _show(labels: list[str], answers: list[str | None], errors: dict[int, str], rich: bool) -> None:
+def _show(
+    labels: list[str],
+    answers: list[str | None],
+    errors: dict[int, str],
+    rich: bool,
+    note: str = "",
+) -> None:
     texts = []
     for n, label in enumerate(labels):
         answer = answers[n]
         body = answer if answer is not None else f"(failed: {errors.get(n, 'stopped')})"
         texts.append(f"--- {label} ---\n{printable(body)}")
-    plain = "\n\n".join(texts)
+    plain = "\n\n".join(texts) + (f"\n\n[{note}]" if note else "")
     if not rich:
         print(plain)
         return
@@ -126,4 +140,9 @@ def _show(labels: list[str], answers: list[str | None], errors: dict[int, str], 
             f'<div style="{_COLUMN}"><div style="{_MUTED}">{escape(label)}</div>{body}</div>'
         )
     html = f'<div style="display: flex; gap: 0.5em; flex-wrap: wrap">{"".join(columns)}</div>'
+    if note:
+        html += (
+            f'<div class="ollama-magic-footer" style="{_MUTED}; margin-top: 0.4em">'
+            f"{escape(note)}</div>"
+        )
     display({"text/html": html, "text/plain": plain}, raw=True)

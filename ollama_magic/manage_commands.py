@@ -117,6 +117,9 @@ def _upload(line: Line, paths: list[Path]) -> dict[str, str]:
     for path in paths:
         if not path.is_file():
             raise UsageError(f"{path} is not a file.")
+        if path.suffix != ".safetensors" and not _is_gguf(path):
+            # Checked here: the server would say "unknown type" after the whole upload.
+            raise UsageError(f"{path} is not a GGUF file (it does not begin with GGUF).")
         size = path.stat().st_size
         progress = TransferProgress("hash", path.name, in_kernel=line.rich, fps=line.workspace.fps)
         digest = file_digest(path, _bytes(progress, "reading", size))
@@ -131,6 +134,11 @@ def _upload(line: Line, paths: list[Path]) -> dict[str, str]:
             progress.close()
         files[path.name] = digest
     return files
+
+
+def _is_gguf(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(4) == b"GGUF"
 
 
 def _bytes(progress: TransferProgress, status: str, size: int) -> Callable[[int], None]:

@@ -17,12 +17,14 @@ comments, values in triple quotes over several lines, or in quotes) and mapped t
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ollama_magic.errors import OllamaError
+from ollama_magic.options import OLLAMA_OPTIONS, check_options
 
 __all__ = ["ModelSpec", "parse_modelfile"]
 
@@ -89,10 +91,24 @@ def parse_modelfile(text: str, base: Path | None = None) -> ModelSpec:
             if line.name in _LISTS:
                 parameters.setdefault(line.name, []).append(value)  # as written, always text
             else:
-                parameters[line.name] = value if line.quoted else _value(value)
+                parameters[line.name] = _parameter(line, value if line.quoted else _value(value))
     if "license" in spec.fields and len(spec.fields["license"]) == 1:
         spec.fields["license"] = spec.fields["license"][0]
     return spec
+
+
+def _parameter(line: _Line, value: Any) -> Any:
+    """A parameter's value, checked as Ollama checks it (a name it knows, a value of its type)."""
+    if line.name not in OLLAMA_OPTIONS:
+        close = difflib.get_close_matches(line.name, sorted(OLLAMA_OPTIONS), n=1)
+        maybe = f" Did you mean {close[0]}?" if close else ""
+        raise OllamaError(
+            f"Line {line.number}: {line.name!r} is not a parameter Ollama knows.{maybe}"
+        )
+    try:
+        return check_options({line.name: value})[line.name]
+    except ValueError as exc:
+        raise OllamaError(f"Line {line.number}: {exc}.") from None
 
 
 def _lines(text: str) -> list[_Line]:

@@ -304,6 +304,8 @@ class TransferProgress:
     def close(self, *, failed: bool = False) -> None:
         if failed:
             self.status = f"{self.status} (stopped)"
+        else:
+            self.fraction = 1.0  # done: a full bar, not the empty one of a step without sizes
         self._paint()
         if not self.in_kernel:
             sys.stdout.write("\n")

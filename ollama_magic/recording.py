@@ -8,11 +8,13 @@ standard library's ``sqlite3`` is all it needs; ``export`` writes a self-contain
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,9 +117,15 @@ class Recordings:
             raise self._error(exc) from None
         try:
             self._check() if readonly else self._prepare()
+            # A file damaged inside passes the checks above and fails at the first lookup:
+            # found now, it is refused before replay starts rather than in every later cell.
+            (verdict,) = self._db.execute("PRAGMA quick_check").fetchone()
+            if verdict != "ok":
+                raise sqlite3.DatabaseError("database disk image is malformed")
         except sqlite3.Error as exc:
             self._db.close()
             raise self._error(exc) from None
+        _OPEN.add(self)
 
     def _prepare(self) -> None:
         db = self._db
@@ -139,6 +147,12 @@ class Recordings:
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
         if not tables and empty_ok:
             return
+        if not tables:
+            # A copy of the file without its -wal beside it, taken while a kernel wrote.
+            raise sqlite3.DatabaseError(
+                "it holds no recordings (a copy made without its -wal file? "
+                "`%ollama replay export` makes a copy that travels)"
+            )
         if "about" not in tables or "recordings" not in tables:
             raise sqlite3.DatabaseError("it is a SQLite file of another program")
         about = dict(self._db.execute("SELECT name, value FROM about").fetchall())
@@ -152,7 +166,17 @@ class Recordings:
     def _error(self, exc: BaseException) -> RecordingError:
         reason = str(exc)
         hint = "Move it away (or `%ollama replay on OTHER.sqlite`), then record again."
-        if "file is not a database" in reason or "malformed" in reason:
+        if self.readonly:
+            hint = "Give the path of a recordings file (`%ollama replay export` makes one)."
+        if self.path.is_dir():
+            reason, hint = "it is a folder", "Give a file name in it, e.g. lesson.sqlite."
+        elif self.readonly and not self.path.exists():
+            return RecordingError(
+                f"{self.path} does not exist: there is nothing to replay from.",
+                hint="Record first with `%ollama replay on PATH` (with a server), or give the "
+                "path of an export.",
+            )
+        elif "file is not a database" in reason or "malformed" in reason:
             reason = "the file is damaged or not SQLite"
         elif isinstance(exc, OSError) or "unable to open" in reason or "readonly" in reason:
             hint = "Choose a file in a folder you can write to: `%ollama replay on PATH`."
@@ -295,11 +319,27 @@ class Recordings:
         return added, sum(row[2] == "answer" for row in rows) - added
 
     def close(self) -> None:
+        """Close the file; its -wal is folded in, so the .sqlite alone holds everything."""
         with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                if not self.readonly:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
+        _OPEN.discard(self)
 
     def __repr__(self) -> str:
         return f"Recordings({str(self.path)!r})"
+
+
+#: Files open in this process, closed (and their -wal folded in) when the kernel exits.
+_OPEN: weakref.WeakSet[Recordings] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for recordings in list(_OPEN):
+        with contextlib.suppress(Exception):
+            recordings.close()
 
 
 def _marks() -> str:

@@ -64,6 +64,11 @@ def take(name: str) -> Iterator[None]:
         _TAKE.reset(token)
 
 
+def answers(count: int) -> str:
+    """ "1 recorded answer", "3 recorded answers"."""
+    return f"{count} recorded answer{'' if count == 1 else 's'}"
+
+
 def kind_of(path: str, body: Mapping[str, Any]) -> Kind | None:
     """Whether a request is recorded, and as what (None: never, e.g. a pull)."""
     if path in ("/api/generate", "/api/chat"):
@@ -174,7 +179,7 @@ class Replay:
             "newest take replays)",
             "strict": f"answers come only from the file, {pace}; nothing is sent to a server",
         }[self.mode]
-        return f"Replay {self.mode}: {what}. {path} holds {count} recorded answers."
+        return f"Replay {self.mode}: {what}. {path} holds {answers(count)}."
 
     # -- the client's hooks ------------------------------------------------------------------
 
@@ -278,14 +283,14 @@ class Replay:
     def _not_recorded(self, request: dict[str, Any]) -> NotRecorded:
         asked = prompt_of(request)
         model = str(request.get("model", "")).removesuffix(":latest")
-        what = _STATE_WORDS.get(str(request["path"]), "")
+        what = _STATE_WORDS.get(str(request["path"]), "").replace("{model}", model)
         if kind_of(str(request["path"]), request) == "state" and not what:
             what = f"{asked}ing {model}"  # a load or an unload
         elif not what:
             short = asked if len(asked) <= 60 else asked[:57] + "…"
             what = f"{short!r} to {model}"
         message = (
-            f"Strict replay: {what.format(model=model)} was never recorded in "
+            f"Strict replay: {what} was never recorded in "
             f"{self.recordings.path.name}, and nothing is sent to a server."
         )
         near = self.recordings.like(str(request["path"]), asked)

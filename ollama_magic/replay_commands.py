@@ -18,8 +18,9 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from ollama_magic import admin
 from ollama_magic.admin import Line, parse_words
+from ollama_magic.errors import OllamaError
 from ollama_magic.recording import Entry, Recordings
-from ollama_magic.replay import MODES
+from ollama_magic.replay import MODES, answers
 from ollama_magic.terminal import printable
 from ollama_magic.workspace import Workspace
 
@@ -80,10 +81,12 @@ def _state(workspace: Workspace) -> str:
     path = workspace.replay_path
     kept = ""
     if path.is_file():
-        recordings = Recordings(path)
         try:
-            kept = f" ({path} holds {recordings.count()} recorded answers)"
-        finally:
+            recordings = Recordings(path, readonly=True)
+        except OllamaError as exc:  # saying so is enough: replay is off
+            kept = f" ({exc.message})"
+        else:
+            kept = f" ({path} holds {answers(recordings.count())})"
             recordings.close()
     return f"Replay off: every request goes to the server and nothing is recorded{kept}."
 
@@ -93,11 +96,11 @@ def _move(workspace: Workspace, command: str, file: str) -> None:
     try:
         if command == "export":
             count = recordings.export(file)
-            print(f"Exported {count} recorded answers from {recordings.path} to {file}.")
+            print(f"Exported {answers(count)} from {recordings.path} to {file}.")
         else:
             added, present = recordings.merge(file)
             here = f" ({present} were here already)" if present else ""
-            print(f"Imported {added} recorded answers from {file} into {recordings.path}{here}.")
+            print(f"Imported {answers(added)} from {file} into {recordings.path}{here}.")
     finally:
         if opened:
             recordings.close()

@@ -68,14 +68,13 @@ def test_modelfile_values_are_read_as_ollamas_parser_reads_them(tmp_path, monkey
     spec = parse_modelfile(
         'FROM\t~/weights.gguf\nMESSAGE user """two\nlines"""\nPARAMETER stop """\nUser:"""\n'
         'PARAMETER stop true\nPARAMETER stop "007"\nPARAMETER stop 1e3\n'
-        'PARAMETER temperature inf\nSYSTEM "say \\"yes\\""\nRENDERER qwen3-coder\n',
+        'SYSTEM "say \\"yes\\""\nRENDERER qwen3-coder\n',
         base=tmp_path / "elsewhere",
     )
     assert spec.files == [tmp_path / "weights.gguf"]  # ~ expanded, not under base
     assert spec.fields["messages"] == [{"role": "user", "content": "two\nlines"}]
     assert spec.fields["parameters"] == {
         "stop": ["\nUser:", "true", "007", "1e3"],  # stop strings as written
-        "temperature": "inf",  # not a JSON number: left as text for the server to refuse
     }
     assert spec.fields["system"] == 'say \\"yes\\"'  # backslashes kept, as Ollama keeps them
     assert spec.fields["renderer"] == "qwen3-coder"
@@ -88,6 +87,9 @@ def test_modelfile_values_are_read_as_ollamas_parser_reads_them(tmp_path, monkey
         ('FROM x\nSYSTEM """never closed', 'Line 2: the """ opened here is never closed'),
         ("FROM x\nMESSAGE robot hi", "Line 2: MESSAGE takes a role"),
         ("FROM x\nPARAMETER temperature", "Line 2: PARAMETER takes a name and a value"),
+        ("FROM x\nPARAMETER temprature 0.3", "'temprature' is not a parameter Ollama knows. Did"),
+        ("FROM x\nPARAMETER temperature hot", "Line 2: temperature must be a number, not 'hot'"),
+        ("FROM x\nPARAMETER num_ctx inf", "Line 2: num_ctx must be a whole number"),
     ],
 )
 def test_a_bad_modelfile_line_is_one_clear_error(text, message):
@@ -285,3 +287,11 @@ def test_an_upload_shows_its_progress_and_sends_the_file_in_pieces(ipython, fake
     assert any("reading" in bar for bar in bars)  # hashing shows progress too
     upload = next(r for r in fake_ollama.requests if r.method == "POST" and "/blobs/" in r.path)
     assert int(upload.headers["Content-Length"]) == len(GGUF) * 200
+
+
+def test_a_file_that_is_not_gguf_is_refused_before_it_is_uploaded(ipython, fake_ollama, tmp_path):
+    path = tmp_path / "notes.gguf"
+    path.write_bytes(b"these are my notes")
+    with pytest.raises(UsageError, match="is not a GGUF file"):
+        ipython.run_line_magic("ollama", f"create notes --gguf {path}")
+    assert not [r for r in fake_ollama.requests if r.path.startswith("/api/blobs/")]

@@ -86,6 +86,10 @@ def test_record_then_replay_with_the_server_stopped_gives_the_same_html_and_obje
     assert type(ipython.user_ns["person"]).__name__ == "Person"
     assert ipython.user_ns["probs"].equals(probs)  # the logprobs DataFrame too
     assert len(fake_ollama.requests) == asked
+    with capture_output() as captured:
+        ipython.run_cell("%%ollama --compare 3 -t 0.9\nName a colour.")
+    note = captured.outputs[-1].data["text/html"]
+    assert re.search(r"3 of 3 runs replayed \(recorded 20\d\d-\d\d-\d\d \d\d:\d\d UTC\)", note)
 
 
 def test_the_footer_says_the_answer_was_replayed_and_when(ipython, fake_ollama, tmp_path):
@@ -313,11 +317,11 @@ def test_replay_export_and_import_commands(ipython, fake_ollama, tmp_path):
     run(ipython, "%%ollama\nWhy is the sky blue?")
     with capture_output() as exported:
         ipython.run_line_magic("ollama", f"replay export {tmp_path / 'out.sqlite'}")
-    assert "Exported 1 recorded answers" in exported.stdout
+    assert "Exported 1 recorded answer from" in exported.stdout
     ipython.run_line_magic("ollama", f"replay on {tmp_path / 'fresh.sqlite'}")
     with capture_output() as imported:
         ipython.run_line_magic("ollama", f"replay import {tmp_path / 'out.sqlite'}")
-    assert "Imported 1 recorded answers" in imported.stdout
+    assert "Imported 1 recorded answer from" in imported.stdout
     with pytest.raises(UsageError, match="Usage: %ollama replay"):
         ipython.run_line_magic("ollama", "replay sideways")
 
@@ -464,3 +468,73 @@ def test_the_log_names_the_users_question_not_a_tool_result(fake_ollama, tmp_pat
     assert workspace.recorder is not None
     prompts = {entry.prompt for entry in workspace.recorder.recordings.history()}
     assert prompts == {"What is 2 + 3?"}
+
+
+def test_strict_names_an_unrecorded_prompt_with_braces_in_one_line(ipython, fake_ollama, tmp_path):
+    path = tmp_path / "r.sqlite"
+    Recordings(path).close()
+    ipython.run_line_magic("ollama", f"replay strict {path}")
+    ipython.run_line_magic("ollama", "config model=llama3.2")
+    with capture_output() as captured:
+        ipython.run_cell('%%ollama --no-interpolate\nReturn JSON like {"city": "Oslo"}')
+    shown = plain(captured.stdout + captured.stderr)
+    assert 'NotRecorded: Strict replay: \'Return JSON like {"city": "Oslo"}\' to llama3.2' in shown
+    assert "Traceback" not in shown
+
+
+def test_a_file_damaged_inside_is_refused_at_once_and_replay_stays_usable(
+    ipython, fake_ollama, tmp_path
+):
+    path = tmp_path / "r.sqlite"
+    workspace = Workspace(host=fake_ollama.url, model="llama3.2")
+    workspace.set_replay("record", str(path))
+    for number in range(40):
+        ask(f"Question {number} " + "x" * 400, workspace=workspace)
+    workspace.set_replay("off")
+    data = bytearray(path.read_bytes())
+    assert len(data) > 20000
+    data[12288:16384] = b"\xff" * 4096  # a page in the middle, the header intact
+    path.write_bytes(bytes(data))
+    with pytest.raises(OllamaError, match="the file is damaged or not SQLite"):
+        ipython.run_line_magic("ollama", f"replay strict {path}")
+    magics = ipython.magics_manager.registry["OllamaMagics"]
+    assert magics.workspace.recorder is None
+    with capture_output() as captured:
+        ipython.run_line_magic("ollama", "replay off")
+        ipython.run_line_magic("ollama", "replay")
+    assert captured.stdout.count("Replay off: every request goes to the server") == 2
+
+
+def test_the_sqlite_file_alone_holds_everything_once_replay_stops(fake_ollama, tmp_path):
+    path = tmp_path / "r.sqlite"
+    workspace = Workspace(host=fake_ollama.url, model="llama3.2")
+    workspace.set_replay("on", str(path))
+    ask("Why is the sky blue?", workspace=workspace)
+    workspace.set_replay("off")
+    assert (
+        not (tmp_path / "r.sqlite-wal").exists() or not (tmp_path / "r.sqlite-wal").stat().st_size
+    )
+    copy = tmp_path / "copy.sqlite"
+    copy.write_bytes(path.read_bytes())  # the file alone, as one would attach it to a mail
+    assert Recordings(copy, readonly=True).count() == 1
+
+
+def test_an_empty_copy_says_what_it_is(tmp_path):
+    """A .sqlite copied while a kernel was writing, without its -wal: SQLite, but empty."""
+    empty = sqlite3.connect(tmp_path / "empty.sqlite")
+    empty.execute("PRAGMA user_version = 1")  # writes the header: a valid, empty database
+    empty.close()
+    with pytest.raises(RecordingError, match="holds no recordings"):
+        Recordings(tmp_path / "empty.sqlite", readonly=True)
+
+
+def test_status_in_strict_says_the_server_is_not_asked(ipython, fake_ollama, tmp_path):
+    path = tmp_path / "r.sqlite"
+    Recordings(path).close()
+    ipython.run_line_magic("ollama", f"replay strict {path}")
+    before = len(fake_ollama.requests)
+    with capture_output() as captured:
+        ipython.run_line_magic("ollama", "status")
+    assert "replay: strict, from " in captured.stdout
+    assert "nothing is sent to a server, so the server is not asked" in captured.stdout
+    assert len(fake_ollama.requests) == before
