@@ -13,7 +13,7 @@ import json
 import shlex
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,7 @@ from ollama_magic.render import escape
 from ollama_magic.terminal import printable
 from ollama_magic.workspace import Workspace
 
-__all__ = ["COMMANDS", "Line", "key_values", "parse_words", "split_words"]
+__all__ = ["COMMANDS", "Line", "follow", "key_values", "parse_words", "split_words"]
 
 
 @dataclass
@@ -162,14 +162,22 @@ def pull(line: Line, rest: list[str]) -> None:
     if len(rest) != 1:
         raise UsageError("Usage: %ollama pull MODEL")
     model = rest[0]
-    progress = TransferProgress("pull", model, in_kernel=line.rich, fps=line.workspace.fps)
+    stopped = f"the download stopped; `%ollama pull {model}` again resumes it."
+    follow(line, "pull", model, lambda: line.workspace.client().pull(model), stopped)
+
+
+def follow(
+    line: Line, verb: str, name: str, start: Callable[[], Iterable[Any]], stopped: str
+) -> None:
+    """Send a pull, create or push and show its progress lines as a bar until it ends;
+    ``stopped`` is the line an interrupt leaves."""
+    progress = TransferProgress(verb, name, in_kernel=line.rich, fps=line.workspace.fps)
     try:
-        for event in line.workspace.client().pull(model):
+        for event in start():
             progress.update(event)
     except KeyboardInterrupt as interrupt:
         progress.close(failed=True)
-        message = f"the download stopped; `%ollama pull {model}` again resumes it."
-        raise quiet_interrupt(interrupt, message) from None
+        raise quiet_interrupt(interrupt, stopped) from None
     except OllamaError:
         progress.close(failed=True)
         raise

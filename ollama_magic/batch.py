@@ -73,7 +73,6 @@ class HostStatus:
     host: str
     done: int = 0
     failed: int = 0
-    running: int = 0
     requeued: int = 0
     """Rows it was given but could not answer, handed to the other servers."""
     down: str = ""
@@ -180,6 +179,8 @@ class _Runner(Generic[R]):
         clients: Sequence[Client],
         preview: Callable[[int, R], tuple[str, str] | None] | None,
         status: BatchStatus,
+        size: Callable[[int], int],
+        fail_fast: bool,
     ) -> None:
         self.positions = list(positions)
         self.queue = collections.deque(positions)
@@ -187,7 +188,7 @@ class _Runner(Generic[R]):
         """Per row, the servers whose failure sent it on to another (by id of the status)."""
         self.dropped: set[int] = set()
         """Rows whose connection broke while the server that answered them stayed up."""
-        self.size: Callable[[int], int] = lambda position: 1
+        self.size = size
         self.send = send
         self.preview = preview
         self.status = status
@@ -205,7 +206,7 @@ class _Runner(Generic[R]):
         self.hosts = {id(client): HostStatus(client.host) for client in clients}
         status.hosts = list(self.hosts.values())
         self.last_host_error: OllamaError | None = None
-        self.fail_fast = False
+        self.fail_fast = fail_fast
         self.halted = False
         """A row failed and the batch fails fast: no more rows are handed out."""
 
@@ -219,7 +220,6 @@ class _Runner(Generic[R]):
             if self.stopping.is_set() or self.halted or host.down:
                 return None
             position = self.queue.popleft()
-            host.running += 1
             # Registered here, under the lock stop() takes: no row starts unseen by a stop.
             stop = self.in_flight[position] = Cancellation()
             return position, stop
@@ -243,7 +243,7 @@ class _Runner(Generic[R]):
             except Exception as error:
                 waits = busy(error) and busy_waits < MAX_BUSY
                 # A lost connection: is the server gone, or did only this answer break?
-                gone = isinstance(error, OllamaError) and error.lost_connection
+                gone = _dropped(error)
                 if gone and not isinstance(error, ServerUnreachable) and not stop.cancelled:
                     gone = not client.is_running()
                 self._failed(position, host, error, stop, waits=waits, gone=gone)
@@ -251,7 +251,6 @@ class _Runner(Generic[R]):
                     busy_waits += 1
                     # The server's queue is full: wait (longer each time), then go on.
                     self.stopping.wait(min(2.0, 0.05 * 2**busy_waits) * random.uniform(0.5, 1))
-                continue
             else:
                 busy_waits = 0
                 self._answered(position, host, value)
@@ -264,12 +263,12 @@ class _Runner(Generic[R]):
         shown = None
         if self.preview is not None and len(self.status.preview) < PREVIEW_ROWS:
             shown = self.preview(position, value)
+        weight = self.size(position)
         with self.lock:
-            host.running -= 1
             host.failing = 0
             self.run.results[position] = value
-            host.done += self.size(position)
-            self.status.done += self.size(position)
+            host.done += weight
+            self.status.done += weight
             if shown is not None and len(self.status.preview) < PREVIEW_ROWS:
                 self.status.preview.append(shown)
 
@@ -284,7 +283,6 @@ class _Runner(Generic[R]):
         gone: bool,
     ) -> None:
         with self.lock:
-            host.running -= 1
             if stop.cancelled or self.stopping.is_set():
                 self.queue.appendleft(position)  # interrupted, not failed: it is still to do
             elif waits:
@@ -332,8 +330,9 @@ class _Runner(Generic[R]):
     def _record(self, position: int, host: HostStatus, error: Exception) -> None:
         """The row failed: keep its error (the lock is held)."""
         self.run.errors[position] = error
-        host.failed += self.size(position)
-        self.status.failed += self.size(position)
+        weight = self.size(position)
+        host.failed += weight
+        self.status.failed += weight
 
     def stop(self) -> None:
         """Stop handing out rows and cut the requests in flight (their rows stay to do)."""
@@ -378,9 +377,7 @@ def run_batch(
     total = sum(map(weigh, positions)) + skipped
     status = BatchStatus(total=total, skipped=skipped, unit=unit)
     status.done = skipped
-    runner = _Runner(positions, send, clients, preview, status)
-    runner.size = weigh
-    runner.fail_fast = fail_fast
+    runner = _Runner(positions, send, clients, preview, status, weigh, fail_fast)
     progress = progress or BatchProgress()
     threads = [
         threading.Thread(

@@ -10,6 +10,7 @@ imports IPython: the magics and the chat widget are built on top of this module.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,7 +21,7 @@ import requests
 from ollama_magic import http_errors  # the one error mapper: used as http_errors.<name>
 from ollama_magic.errors import OllamaError, ResponseError, ServerUnreachable
 from ollama_magic.images import ImageInput, encode_image, wire_message
-from ollama_magic.management import ModelManagement
+from ollama_magic.management import ModelManagement, api_fields
 from ollama_magic.options import SecretHeaders
 from ollama_magic.stream import Recorder, Replayed, Stream
 from ollama_magic.transport import (
@@ -163,7 +164,7 @@ class Client(ModelManagement):
         ``keep_alive=0`` it unloads it. ``cancel`` stops the request from another thread,
         even before the first token (while the model loads).
         """
-        body = _body(
+        body = api_fields(
             model=model,
             prompt=prompt,
             suffix=suffix,
@@ -213,7 +214,7 @@ class Client(ModelManagement):
         ``tool_calls``, ``tool_name``, ``tool_call_id``); images are encoded as in
         :func:`encode_image`. No messages loads the model.
         """
-        body = _body(
+        body = api_fields(
             model=model,
             messages=[wire_message(m) for m in messages],
             tools=list(tools) if tools else None,
@@ -233,18 +234,16 @@ class Client(ModelManagement):
     ) -> Stream | Result:
         model = str(body.get("model", ""))
         cancel = cancel or Cancellation()
-        recorder, response = self.recorder, None
-        replayed = recorder.replay(path, body, cancel) if recorder else None
-        tap = recorder.tap(path, body) if recorder and not replayed else None  # starts a clock
-        try:
-            if replayed is None:
-                response = self._send("POST", path, body, stream=True, model=model, cancel=cancel)
-        except Cancelled:
-            pass  # stopped before the server answered: an empty, aborted stream
-        except ServerUnreachable as error:
-            replayed = self._offline(path, body, cancel, error)
+        tap = self.recorder.tap(path, body) if self.recorder else None  # starts its clock now
+        answer: requests.Response | Replayed | None = None
+        # Cancelled: stopped before the server answered, an empty and aborted stream.
+        with contextlib.suppress(Cancelled):
+            answer = self._send_or_replay(
+                "POST", path, body, stream=True, model=model, cancel=cancel
+            )
+        replayed = answer if isinstance(answer, Replayed) else None
         result = Stream(
-            response,
+            answer if isinstance(answer, requests.Response) else None,
             origin=self._origin,
             max_line_bytes=self._max_line_bytes,
             model=model,
@@ -255,14 +254,32 @@ class Client(ModelManagement):
         )
         return result if stream else result.consume()
 
-    def _offline(
-        self, path: str, body: dict[str, Any], cancel: Cancellation, error: ServerUnreachable
-    ) -> Replayed:
-        """The server is unreachable: the recorded answer, if there is one, else the error."""
-        replayed = self.recorder.replay(path, body, cancel, offline=True) if self.recorder else None
-        if replayed is None:
-            raise error
-        return replayed
+    def _send_or_replay(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        stream: bool = False,
+        model: str = "",
+        cancel: Cancellation | None = None,
+    ) -> requests.Response | Replayed:
+        """The server's response, or the recorded answer instead: replay has it, or the
+        server cannot be reached and it was recorded (see :mod:`ollama_magic.replay`)."""
+        recorder = self.recorder
+        if recorder is None:
+            return self._send(method, path, body, stream=stream, model=model, cancel=cancel)
+        stop = cancel or Cancellation()
+        replayed = recorder.replay(path, body or {}, stop)
+        if replayed is not None:
+            return replayed
+        try:
+            return self._send(method, path, body, stream=stream, model=model, cancel=cancel)
+        except ServerUnreachable:
+            replayed = recorder.replay(path, body or {}, stop, offline=True)
+            if replayed is None:
+                raise
+            return replayed
 
     # -- administration -------------------------------------------------------------------
 
@@ -279,7 +296,7 @@ class Client(ModelManagement):
 
     def show(self, model: str, *, verbose: bool = False) -> dict[str, Any]:
         """A model's details, parameters, template and ``capabilities`` (``POST /api/show``)."""
-        body = _body(model=model, verbose=verbose or None)
+        body = api_fields(model=model, verbose=verbose or None)
         return self._json("POST", "/api/show", body, model=model)
 
     def version(self) -> str:
@@ -301,7 +318,7 @@ class Client(ModelManagement):
 
         ``cancel`` stops the request from another thread (a batch that is interrupted).
         """
-        body = _body(
+        body = api_fields(
             model=model,
             input=input if isinstance(input, str) else list(input),
             truncate=truncate,
@@ -344,15 +361,9 @@ class Client(ModelManagement):
         cancel: Cancellation | None = None,
     ) -> dict[str, Any]:
         """A request whose answer is one JSON object."""
-        recorder, stop = self.recorder, cancel or Cancellation()
-        replayed = recorder.replay(path, body or {}, stop) if recorder else None
-        try:
-            if replayed is None:
-                response = self._send(method, path, body, model=model, cancel=cancel)
-        except ServerUnreachable as unreachable:
-            replayed = self._offline(path, body or {}, stop, unreachable)
-        if replayed is not None:
-            return next(replayed.objects, {})
+        response = self._send_or_replay(method, path, body, model=model, cancel=cancel)
+        if isinstance(response, Replayed):
+            return next(response.objects, {})
         try:
             data = response.json() if response.content else {}
         except (ValueError, RecursionError) as exc:
@@ -369,8 +380,8 @@ class Client(ModelManagement):
             if status < 400:  # an error object with 200: an adapter's way of saying 404 or 400
                 status = http_errors.implied_status(error) or 500
             raise self._error(status, error, path, model)
-        if recorder is not None:
-            recorder.record(path, body or {}, data)
+        if self.recorder is not None:
+            self.recorder.record(path, body or {}, data)
         return data
 
     def _send(
@@ -468,8 +479,3 @@ class Client(ModelManagement):
         except OllamaError:
             return []
         return http_errors.similar_names(model, names)
-
-
-def _body(**fields: Any) -> dict[str, Any]:
-    """A request body without the fields left as None (the server's defaults apply)."""
-    return {key: value for key, value in fields.items() if value is not None}

@@ -24,6 +24,14 @@ __all__ = ["result_columns"]
 _DTYPES = {"integer": "Int64", "number": "Float64", "boolean": "boolean", "string": "string"}
 
 
+def schema_fields(output: OutputFormat | None) -> list[str]:
+    """The top-level fields of an object schema (a typed column each), else none."""
+    fmt = output.format if output is not None else None
+    if isinstance(fmt, dict) and fmt.get("type") == "object":
+        return list(fmt.get("properties") or {})
+    return []
+
+
 def result_columns(values: list[Any], output: OutputFormat | None, into: str) -> dict[str, Any]:
     """The columns that hold ``values`` (None for a row without an answer), by name.
 

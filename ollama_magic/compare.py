@@ -17,7 +17,7 @@ from ollama_magic.batch import run_batch
 from ollama_magic.client import Client
 from ollama_magic.errors import OllamaError, quiet_interrupt
 from ollama_magic.markdown import render_markdown
-from ollama_magic.render import escape
+from ollama_magic.render import MUTED, escape
 from ollama_magic.rows import error_text
 from ollama_magic.terminal import printable
 from ollama_magic.transport import Cancellation
@@ -29,7 +29,6 @@ _COLUMN = (
     "flex: 1 1 0; min-width: 12em; padding: 0 0.8em; "
     "border-left: 3px solid var(--jp-border-color2, #e0e0e0)"
 )
-_MUTED = "color: var(--jp-ui-font-color2, #6e6e6e); font-size: 0.85em"
 
 
 def temperatures(text: str | None) -> list[float]:
@@ -137,12 +136,12 @@ def _show(
             else f"<p><em>{escape(errors.get(n, 'stopped'))}</em></p>"
         )
         columns.append(
-            f'<div style="{_COLUMN}"><div style="{_MUTED}">{escape(label)}</div>{body}</div>'
+            f'<div style="{_COLUMN}"><div style="{MUTED}">{escape(label)}</div>{body}</div>'
         )
     html = f'<div style="display: flex; gap: 0.5em; flex-wrap: wrap">{"".join(columns)}</div>'
     if note:
         html += (
-            f'<div class="ollama-magic-footer" style="{_MUTED}; margin-top: 0.4em">'
+            f'<div class="ollama-magic-footer" style="{MUTED}; margin-top: 0.4em">'
             f"{escape(note)}</div>"
         )
     display({"text/html": html, "text/plain": plain}, raw=True)

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 from ollama_magic.batch import run_batch
 from ollama_magic.client import Client
 from ollama_magic.errors import ModelNotFound, OllamaError, quiet_interrupt
-from ollama_magic.options import check_options
 from ollama_magic.progress import progress_view
 from ollama_magic.rows import Rows
 from ollama_magic.transport import Cancellation
-from ollama_magic.workspace import Workspace, default_workspace, keep_alive_value
+from ollama_magic.workspace import Workspace, default_workspace
 
 if TYPE_CHECKING:
     import numpy as np
@@ -88,7 +87,7 @@ class _Run:
 
     def texts_in(self, position: int) -> int:
         """How many texts batch ``position`` holds (what it counts for in the progress)."""
-        return len(self.texts[position * self.size : (position + 1) * self.size])
+        return min(self.size, len(self.texts) - position * self.size)
 
     def send(self, position: int, client: Client, stop: Cancellation) -> None:
         """Embed one batch into its rows of the array."""
@@ -170,13 +169,9 @@ def embed(
     items = _texts(texts)
     clients = workspace.batch_clients(hosts)
     per_server = workspace.batch_concurrency(concurrency)
-    try:
-        merged = check_options({**workspace.options, **(options or {})})
-    except ValueError as exc:
-        raise OllamaError(f"Options: {exc}") from None
-    keep = keep_alive if keep_alive is not None else workspace.keep_alive
-    fields: dict[str, Any] = dict(dimensions=dimensions, truncate=truncate, options=merged or None)
-    fields["keep_alive"] = keep_alive_value(str(keep)) if keep != "" else None  # 0 is sent
+    fields: dict[str, Any] = dict(
+        dimensions=dimensions, truncate=truncate, **workspace.sent_settings(options, keep_alive)
+    )
     name, length = _check_servers(clients, model, dimensions)
     if not items:
         return np.empty((0, length), dtype=np.float32)

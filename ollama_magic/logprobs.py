@@ -15,11 +15,11 @@ like every other view, attributes included.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ollama_magic.markdown import escape
 from ollama_magic.terminal import printable
 
 __all__ = ["frame", "logprobs_bundle", "table"]
@@ -87,13 +87,13 @@ def logprobs_bundle(logprobs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
             title += " · " + _alternatives(row)
         spans.append(
             f'<span style="{_shade(row["probability"])}; border-radius: 2px" '
-            f'title="{html.escape(printable(title), quote=True)}">'
-            f"{html.escape(printable(row['token']))}</span>"
+            f'title="{escape(printable(title))}">'
+            f"{escape(printable(row['token']))}</span>"
         )
     cells = "".join(
-        f"<tr><td><code>{html.escape(printable(repr(row['token'])))}</code></td>"
+        f"<tr><td><code>{escape(printable(repr(row['token'])))}</code></td>"
         f"<td>{row['probability']:.1%}</td>"
-        f"<td>{html.escape(printable(_alternatives(row)))}</td></tr>"
+        f"<td>{escape(printable(_alternatives(row)))}</td></tr>"
         for row in rows[:TABLE_ROWS]
     )
     more = f"<p>… and {len(rows) - TABLE_ROWS} more tokens.</p>" if len(rows) > TABLE_ROWS else ""

@@ -361,13 +361,13 @@ class OllamaMagics(Magics, Settings):
 
     def _bind(self, args: Any, cell: _CellRequest, outcome: Outcome) -> None:
         """Bind ``-o`` (and ``_ollama_logprobs`` when asked for) in the notebook."""
-        namespace = self._user_ns
-        if cell.request.body.get("logprobs"):
+        namespace, asked = self._user_ns, bool(cell.request.body.get("logprobs"))
+        if asked:
             # Bound even when the server sent none, so an earlier cell's list cannot linger.
             namespace["_ollama_logprobs"] = list(outcome.result.logprobs if outcome.result else ())
-        if args.out and cell.output is None and cell.request.body.get("logprobs"):
+        if args.out and cell.output is None and asked:
             # With --logprobs, -o is the table: token, probability, alternatives.
-            namespace[args.out] = logprobs_frame(outcome.result.logprobs if outcome.result else ())
+            namespace[args.out] = logprobs_frame(namespace["_ollama_logprobs"])
         elif args.out:
             namespace[args.out] = result_value(outcome, cell.output, args.as_dataframe)
 

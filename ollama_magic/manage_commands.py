@@ -9,14 +9,14 @@ local GGUF file is uploaded as a blob first (only if the server lacks it). Progr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from ollama_magic.admin import Line, parse_words
+from ollama_magic.admin import Line, follow, parse_words
 from ollama_magic.errors import ModelNotFound, OllamaError, quiet_interrupt
 from ollama_magic.management import QUANTIZATIONS, file_digest
 from ollama_magic.modelfile import ModelSpec, parse_modelfile
@@ -41,15 +41,7 @@ def _create_arguments(line: str) -> None:
 
 def create(line: Line, rest: list[str]) -> None:
     """``%ollama create NAME [--from MODEL | --gguf PATH] [-s TEXT] [--quantize TYPE]``."""
-    args = parse_words(_create_arguments.parser, rest)
-    spec = ModelSpec()
-    if args.source:
-        spec.fields["from"] = args.source
-    if args.gguf:
-        spec.files.append(Path(args.gguf).expanduser())
-    if args.system is not None:
-        spec.fields["system"] = args.system
-    _create(line, args.name, spec, args.quantize)
+    create_cell(line, rest, "")  # the options alone: an empty Modelfile
 
 
 def create_cell(line: Line, words: list[str], cell: str) -> None:
@@ -90,12 +82,12 @@ def _create(line: Line, name: str, spec: ModelSpec, quantize: str | None) -> Non
         raise quiet_interrupt(interrupt, f"the upload stopped; {again}") from None
     source = fields.pop("from", None)
     try:
-        _follow(
+        follow(
             line,
             "create",
             name,
             lambda: client.create(name, from_=source, quantize=quantize, **fields),
-            again,
+            f"create stopped; {again}",
         )
     except OllamaError as error:
         missing = "does not exist" in error.message or "not found" in error.message
@@ -150,30 +142,13 @@ def _bytes(progress: TransferProgress, status: str, size: int) -> Callable[[int]
     return update
 
 
-def _follow(
-    line: Line, verb: str, name: str, start: Callable[[], Iterator[Progress]], again: str
-) -> None:
-    """Send the request and show its progress lines as a bar, until success or an error."""
-    progress = TransferProgress(verb, name, in_kernel=line.rich, fps=line.workspace.fps)
-    try:
-        for event in start():
-            progress.update(event)
-    except KeyboardInterrupt as interrupt:
-        progress.close(failed=True)
-        raise quiet_interrupt(interrupt, f"{verb} stopped; {again}") from None
-    except OllamaError:
-        progress.close(failed=True)
-        raise
-    progress.close()
-
-
 def push(line: Line, rest: list[str]) -> None:
     """``%ollama push NAME``: upload a model to its registry, with a progress bar."""
     if len(rest) != 1:
         raise UsageError("Usage: %ollama push NAMESPACE/MODEL[:TAG]")
     client = line.workspace.client()
-    again = f"`%ollama push {rest[0]}` resumes."
-    _follow(line, "push", rest[0], lambda: client.push(rest[0]), again)
+    stopped = f"push stopped; `%ollama push {rest[0]}` resumes."
+    follow(line, "push", rest[0], lambda: client.push(rest[0]), stopped)
     print(printable(f"Pushed {rest[0]} from {client.host}."))
 
 

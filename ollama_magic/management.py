@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ollama_magic.transport import Cancellation
 
-__all__ = ["QUANTIZATIONS", "ModelManagement", "Reading", "file_digest"]
+__all__ = ["QUANTIZATIONS", "ModelManagement", "Reading", "api_fields", "file_digest"]
 
 #: The quantization types ``create`` accepts (q4_K_M and q8_0 are the recommended ones).
 QUANTIZATIONS = (
@@ -138,7 +138,7 @@ class ModelManagement:
         self, model: str, *, insecure: bool = False, stream: bool = True
     ) -> Iterator[Progress] | Progress:
         """Download a model (``POST /api/pull``); streaming yields progress lines as they come."""
-        body = _fields(model=model, insecure=insecure or None, stream=stream)
+        body = api_fields(model=model, insecure=insecure or None, stream=stream)
         return self._progress("/api/pull", body, model, stream)
 
     @overload
@@ -152,7 +152,7 @@ class ModelManagement:
     ) -> Iterator[Progress] | Progress:
         """Upload a model to its registry (``POST /api/push``), e.g. ``"me/tutor:latest"``:
         the name's namespace must be yours (a key registered on ollama.com)."""
-        body = _fields(model=model, insecure=insecure or None, stream=stream)
+        body = api_fields(model=model, insecure=insecure or None, stream=stream)
         return self._progress("/api/push", body, model, stream)
 
     # -- create -----------------------------------------------------------------------------
@@ -182,7 +182,7 @@ class ModelManagement:
         """Create a model (``POST /api/create``): from another (``from_``), or from uploaded
         files (``files``: names to blob digests, see :meth:`push_blob`), with a system
         prompt, template, parameters, messages or adapters of its own, or quantized."""
-        body = _fields(
+        body = api_fields(
             model=model,
             **{"from": from_},
             system=system,
@@ -294,5 +294,6 @@ def management_error(path: str, message: str, model: str) -> OllamaError:
     return OllamaError(f"{verb} {model} failed: {message}", hint=hint)
 
 
-def _fields(**fields: Any) -> dict[str, Any]:
+def api_fields(**fields: Any) -> dict[str, Any]:
+    """A request body without the fields left as None (the server's defaults apply)."""
     return {key: value for key, value in fields.items() if value is not None}

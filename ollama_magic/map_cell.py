@@ -7,7 +7,6 @@ partial one when the batch is interrupted or every server went away.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,7 +23,6 @@ from ollama_magic.workspace import Workspace
 
 __all__ = ["check_map_arguments", "map_cell"]
 
-_FORMATTER = string.Formatter()
 
 #: Flags that make no sense per row, and why.
 _NOT_WITH_MAP = {

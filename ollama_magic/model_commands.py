@@ -52,7 +52,7 @@ def load(line: Line, rest: list[str]) -> None:
     model = args.model or workspace.default_model(client)
     given = args.keep_alive if args.keep_alive is not None else workspace.keep_alive
     try:
-        keep = keep_alive_value(check_duration(str(given))) if given not in (None, "") else None
+        keep = keep_alive_value(check_duration(str(given)) if given is not None else None)
     except ValueError as exc:
         raise UsageError(f"--keep-alive: {exc}") from None
     started = time.monotonic()

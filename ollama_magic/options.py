@@ -244,15 +244,16 @@ class SecretHost(str):
         printer.text(repr(self))
 
 
-def keep_alive_value(text: str | None) -> float | str | None:
+def keep_alive_value(value: Any) -> float | str | None:
     """A keep-alive setting as sent: numbers as seconds (Ollama rejects the string "-1"),
-    anything else as a duration ("5m")."""
-    if not text:
+    anything else as a duration ("5m"); None or "" (the server's default): None. 0 is a
+    value ("unload now")."""
+    if value is None or value == "":
         return None
     try:
-        return float(text)
+        return float(value)
     except ValueError:
-        return text
+        return str(value)
 
 
 THINK_LEVELS = ("low", "medium", "high", "max")

@@ -19,7 +19,7 @@ import time
 from typing import Any, TextIO
 
 from ollama_magic.batch import PREVIEW_ROWS, BatchProgress, BatchStatus
-from ollama_magic.render import DisplayHandle, DisplaySink, IPythonSink, escape
+from ollama_magic.render import MUTED, DisplayHandle, DisplaySink, IPythonSink, escape
 from ollama_magic.terminal import printable
 
 __all__ = [
@@ -39,7 +39,6 @@ _REASON_CHARS = 80
 #: Servers named on the host line; more are counted, so the payload stays small.
 _HOSTS_SHOWN = 6
 
-_MUTED = "color: var(--jp-ui-font-color2, #6e6e6e); font-size: 0.85em"
 _LINE_COLOUR = {
     "interrupted": "color: var(--jp-warn-color1, #ef6c00)",
     "failed": "color: var(--jp-error-color1, #c62828)",
@@ -162,10 +161,10 @@ def _bundle(status: BatchStatus) -> dict[str, str]:
     )
     colour = _LINE_COLOUR.get(status.state, "")
     html = [bar, f'<div style="{colour}">{escape(lines[0])}</div>']
-    html += [f'<div style="{_MUTED}">{escape(line)}</div>' for line in lines[1:]]
+    html += [f'<div style="{MUTED}">{escape(line)}</div>' for line in lines[1:]]
     if preview:
         rows = "".join(
-            f'<tr><td style="{_CELL}; {_MUTED}">{escape(label)}</td>'
+            f'<tr><td style="{_CELL}; {MUTED}">{escape(label)}</td>'
             f'<td style="{_CELL}">{escape(answer)}</td></tr>'
             for label, answer in preview
         )

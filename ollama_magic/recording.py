@@ -22,7 +22,7 @@ from typing import Any
 
 from ollama_magic.errors import OllamaError
 
-__all__ = ["Entry", "RecordingError", "Recordings"]
+__all__ = ["Entry", "RecordingError", "Recordings", "is_open"]
 
 #: Written into every recordings file; a SQLite file without it is someone else's.
 FORMAT = "ollama-magic recordings"
@@ -126,6 +126,10 @@ class Recordings:
             self._db.close()
             raise self._error(exc) from None
         _OPEN.add(self)
+
+    def opened_as(self, path: Path, *, readonly: bool) -> bool:
+        """Whether this is ``path``, opened the same way."""
+        return (self.path, self.readonly) == (path, readonly)
 
     def _prepare(self) -> None:
         db = self._db
@@ -333,6 +337,11 @@ class Recordings:
 
 #: Files open in this process, closed (and their -wal folded in) when the kernel exits.
 _OPEN: weakref.WeakSet[Recordings] = weakref.WeakSet()
+
+
+def is_open(path: Path) -> bool:
+    """Whether this process has ``path`` open (so it was checked when it was opened)."""
+    return any(recordings.path == path for recordings in list(_OPEN))
 
 
 @atexit.register

@@ -22,7 +22,11 @@ from typing import Any, Protocol
 
 from ollama_magic.markdown import IncrementalMarkdown, escape
 
-__all__ = ["DisplayHandle", "DisplaySink", "IPythonSink", "LiveMarkdown", "escape"]
+__all__ = ["MUTED", "DisplayHandle", "DisplaySink", "IPythonSink", "LiveMarkdown", "escape"]
+
+#: Muted lines (footers, notes), like JupyterLab's secondary text, with a fallback colour for
+#: other frontends.
+MUTED = "color: var(--jp-ui-font-color2, #6e6e6e); font-size: 0.85em"
 
 Bundle = dict[str, str]
 

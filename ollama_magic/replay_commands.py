@@ -144,14 +144,15 @@ def log(line: Line, rest: list[str]) -> Any:
         for row in rows:
             print(printable(" · ".join(str(value) for value in row.values() if value)))
         return None
-    frame = pd.DataFrame(rows, columns=list(_row(None)))
+    frame = pd.DataFrame(rows, columns=list(_LOG_COLUMNS))
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
     return frame
 
 
-def _row(entry: Entry | None) -> dict[str, Any]:
-    if entry is None:
-        return dict.fromkeys(("time", "model", "prompt", "tokens", "seconds", "cell", "notebook"))
+_LOG_COLUMNS = ("time", "model", "prompt", "tokens", "seconds", "cell", "notebook")
+
+
+def _row(entry: Entry) -> dict[str, Any]:
     prompt = " ".join(entry.prompt.split())
     return {
         "time": datetime.datetime.fromisoformat(entry.recorded_at),

@@ -23,7 +23,7 @@ import string
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from ollama_magic.columns import result_columns
+from ollama_magic.columns import result_columns, schema_fields
 from ollama_magic.errors import OllamaError
 from ollama_magic.interpolate import interpolate_report
 from ollama_magic.structured import OutputFormat
@@ -193,7 +193,7 @@ class Rows:
         """
         if self.kind != "frame":
             return
-        names = [*(_fields(output) if output is not None and _has_fields(output) else [into])]
+        names = schema_fields(output) or [into]
         taken = [name for name in [*names, "error"] if name in self.columns]
         if taken:
             listed = ", ".join(map(repr, taken))
@@ -221,8 +221,10 @@ class Rows:
 
         error_column = [errors.get(position) for position in range(n)]
         index = self.source.index
-        if self.kind == "series" and (output is None or not _has_fields(output)):
-            series = pd.Series(values, index=index, name=into, dtype=_text_dtype(values, output))
+        if self.kind == "series" and not schema_fields(output):
+            # Plain answers are text: the string dtype (missing rows as NA).
+            dtype = "string" if output is None else None
+            series = pd.Series(values, index=index, name=into, dtype=dtype)
             series.attrs["errors"] = {self.labels[p]: text for p, text in errors.items()}
             # By position too: labels repeat (after pd.concat), positions do not.
             series.attrs["error_positions"] = dict(sorted(errors.items()))
@@ -267,7 +269,7 @@ class Rows:
                 todo = {p for p, missing in enumerate(previous.isna().tolist()) if missing}
             answers = previous.tolist()
             return {p: answers[p] for p in range(n) if p not in todo}, todo
-        fields = _fields(output) if output is not None and _has_fields(output) else []
+        fields = schema_fields(output)
         needed = [*(fields or [into]), "error"]
         absent = [name for name in needed if name not in previous.columns]
         if absent:
@@ -297,20 +299,3 @@ def _pandas_kind(items: Any) -> str | None:
     if isinstance(items, pd.Series):
         return "series"
     return None
-
-
-def _has_fields(output: OutputFormat) -> bool:
-    return bool(_fields(output))
-
-
-def _fields(output: OutputFormat) -> list[str]:
-    """The top-level fields of an object schema (its typed columns), else none."""
-    fmt = output.format
-    if isinstance(fmt, dict) and fmt.get("type") == "object":
-        return list(fmt.get("properties") or {})
-    return []
-
-
-def _text_dtype(values: list[Any], output: OutputFormat | None) -> str | None:
-    """Plain answers are text: the string dtype (missing rows as NA), else pandas' choice."""
-    return "string" if output is None else None

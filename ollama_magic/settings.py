@@ -19,11 +19,11 @@ from ollama_magic.options import (
     check_headers,
     check_options,
 )
-from ollama_magic.recording import Recordings
+from ollama_magic.recording import Recordings, is_open
 from ollama_magic.replay import MODES
 from ollama_magic.transport import parse_host
 
-__all__ = ["MAX_CONCURRENCY", "REPLAY_FILE", "Settings"]
+__all__ = ["MAX_CONCURRENCY", "REPLAY_FILE", "Settings", "recordings_path"]
 
 _T = TypeVar("_T")
 
@@ -172,10 +172,17 @@ class Settings(Configurable):
         return str(proposal["value"])
 
 
+def recordings_path(file: str) -> Path:
+    """The recordings file a ``replay_file`` setting names."""
+    return Path(file or REPLAY_FILE).expanduser()
+
+
 def _check_recordings(file: str) -> None:
     """Refuse an existing file that is not a recording, before the setting changes (a file
     that does not exist yet is created, or refused, when replay starts)."""
-    path = Path(file or REPLAY_FILE).expanduser()
+    path = recordings_path(file)
+    if is_open(path):
+        return  # checked when it was opened (set_replay opens it before the setting changes)
     if path.is_file():
         try:
             Recordings(path, readonly=True).close()

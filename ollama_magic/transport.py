@@ -386,7 +386,8 @@ class Session(requests.Session):
         thousands. Reading the few variables that matter is a fraction of that, and a
         ``%env HTTPS_PROXY=…`` or ``NO_PROXY`` set later still applies to the next request.
         """
-        parts = urllib.parse.urlsplit(url.decode() if isinstance(url, bytes) else url or "")
+        given = url.decode() if isinstance(url, bytes) else url or ""
+        parts = urllib.parse.urlsplit(given)
         environment = tuple(
             (name, value)
             for name, value in os.environ.items()
@@ -395,7 +396,6 @@ class Session(requests.Session):
         key = (parts.scheme, parts.netloc, repr(proxies), stream, verify, cert, environment)
         settings = self._environment.get(key)
         if settings is None:
-            given = url.decode() if isinstance(url, bytes) else url or ""
             settings = super().merge_environment_settings(given, proxies, stream, verify, cert)
             if len(self._environment) > 64:  # the environment changed many times: start over
                 self._environment.clear()

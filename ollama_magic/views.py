@@ -10,16 +10,14 @@ from typing import Any, TextIO
 
 from ollama_magic.core import AnswerView, Outcome, footer_parts
 from ollama_magic.errors import OllamaError
-from ollama_magic.render import DisplaySink, IPythonSink, LiveMarkdown, escape
+from ollama_magic.render import MUTED, DisplaySink, IPythonSink, LiveMarkdown, escape
 from ollama_magic.structured import plain_data
 from ollama_magic.terminal import printable
 from ollama_magic.types import ToolCall
 
 __all__ = ["NotebookView", "QuietView", "TextView", "note_html", "tool_call_html", "value_html"]
 
-# Muted like JupyterLab's secondary text, with a fallback colour for other frontends.
-_MUTED = "color: var(--jp-ui-font-color2, #6e6e6e); font-size: 0.85em"
-_FOOTER = f'<div class="ollama-magic-footer" style="{_MUTED}; margin-top: 0.4em">{{}}</div>'
+_FOOTER = f'<div class="ollama-magic-footer" style="{MUTED}; margin-top: 0.4em">{{}}</div>'
 _ERROR = (
     '<div class="ollama-magic-error" style="color: var(--jp-error-color1, #c62828); '
     'font-size: 0.9em; margin-top: 0.4em">{}</div>'
@@ -32,7 +30,7 @@ _PAUSE_AFTER = 1.0
 
 def note_html(text: str) -> str:
     """One muted line of text (a note above an answer), escaped."""
-    return f'<div class="ollama-magic-note" style="{_MUTED}">{escape(text)}</div>'
+    return f'<div class="ollama-magic-note" style="{MUTED}">{escape(text)}</div>'
 
 
 def _answer(body: str) -> str:
@@ -43,7 +41,7 @@ def _thinking_live(body: str) -> str:
     # Open while it streams: a collapsed section that redraws each frame would snap shut
     # whenever the user opened it.
     return (
-        f'<div class="ollama-magic-thinking" style="{_MUTED}; border-left: 3px solid '
+        f'<div class="ollama-magic-thinking" style="{MUTED}; border-left: 3px solid '
         f'var(--jp-border-color2, #ccc); padding-left: 0.7em">{body}</div>'
     )
 
@@ -53,7 +51,7 @@ def _thinking_done(text: str) -> Callable[[str], str]:
 
     def wrap(body: str) -> str:
         return (
-            f'<details class="ollama-magic-thinking" style="{_MUTED}">'
+            f'<details class="ollama-magic-thinking" style="{MUTED}">'
             f"<summary>Thinking ({words} words)</summary>{body}</details>"
         )
 
@@ -194,9 +192,9 @@ def tool_call_html(
     args, short = _call_summary(arguments, result or "")
     head = f"{'⚠' if failed else '🔧'} <code>{escape(name)}({escape(args)})</code>"
     if result is None:
-        return f'<div class="ollama-magic-tool" style="{_MUTED}">{head}</div>'
+        return f'<div class="ollama-magic-tool" style="{MUTED}">{head}</div>'
     return (
-        f'<details class="ollama-magic-tool" style="{_MUTED}"><summary>{head} → '
+        f'<details class="ollama-magic-tool" style="{MUTED}"><summary>{head} → '
         f"{escape(short)}</summary>"
         f'<pre style="white-space: pre-wrap">{escape(result)}</pre></details>'
     )

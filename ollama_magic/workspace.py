@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from ollama_magic.errors import ModelNotFound, OllamaError
 from ollama_magic.options import check_options, keep_alive_value, think_value
 from ollama_magic.recording import Recordings
 from ollama_magic.replay import Replay, ReplaySwitch, take
-from ollama_magic.settings import MAX_CONCURRENCY, REPLAY_FILE, Settings
+from ollama_magic.settings import MAX_CONCURRENCY, Settings, recordings_path
 from ollama_magic.structured import OutputFormat
 from ollama_magic.tools import Toolbox
 from ollama_magic.transport import DEFAULT_HOST, Cancellation, parse_host, split_credentials
@@ -95,8 +95,6 @@ class Workspace(Settings):
         self.last_context: list[int] | None = None
         """The ``context`` of the last one-shot answer (``/api/generate``), which
         ``%%ollama --continue`` sends so that the next prompt follows on from it."""
-        if self.replay != "off" and self.recorder is None:
-            self._replay_changed(None)  # a setting that changed nothing while loading
 
     @observe("host", "timeout", "headers")
     def _forget_clients(self, change: Any) -> None:
@@ -123,7 +121,16 @@ class Workspace(Settings):
     @property
     def replay_path(self) -> Path:
         """The recordings file the replay setting uses."""
-        return Path(self.replay_file or REPLAY_FILE).expanduser()
+        return recordings_path(self.replay_file)
+
+    @contextlib.contextmanager
+    def _settings_only(self) -> Iterator[None]:
+        """Change replay settings without the observer opening the file (already done)."""
+        self._replaying = True
+        try:
+            yield
+        finally:
+            self._replaying = False
 
     def set_replay(self, mode: str, file: str | None = None, fast: bool | None = None) -> None:
         """Turn recording and replay on (``on``, ``record``, ``strict``) or ``off``.
@@ -134,13 +141,10 @@ class Workspace(Settings):
         fast = self.replay_fast if fast is None else fast
         path = Path(file).expanduser() if file else self.replay_path
         self._use_recorder(mode, path, fast)  # raises before anything changes
-        self._replaying = True
-        try:  # the file first: the mode's check reads it
-            if file:
+        with self._settings_only():
+            if file:  # the file first: the mode's check reads it
                 self.replay_file = str(file)
             self.replay_fast, self.replay = fast, mode
-        finally:
-            self._replaying = False
 
     @observe("replay", "replay_file", "replay_fast")
     def _replay_changed(self, change: Any) -> None:
@@ -150,11 +154,8 @@ class Workspace(Settings):
             self._use_recorder(self.replay, self.replay_path, self.replay_fast)
         except OllamaError as exc:
             self._use_recorder("off", self.replay_path, False)
-            self._replaying = True
-            try:
+            with self._settings_only():
                 self.replay = "off"
-            finally:
-                self._replaying = False
             raise TraitError(exc.message) from None
 
     def _use_recorder(self, mode: str, path: Path, fast: bool) -> None:
@@ -163,11 +164,10 @@ class Workspace(Settings):
             # Strict only reads: a lesson in a read-only folder replays, a mistyped path is
             # an error rather than an empty new file.
             readonly = mode == "strict"
-            same = current is not None and (current.recordings.path, current.recordings.readonly)
-            reuse = current is not None and same == (path, readonly)
-            recordings = (
-                current.recordings if current and reuse else Recordings(path, readonly=readonly)
-            )
+            if current is not None and current.recordings.opened_as(path, readonly=readonly):
+                recordings = current.recordings
+            else:
+                recordings = Recordings(path, readonly=readonly)
             recorder = Replay(recordings, mode, fast=fast, where=self._where)
         self._switch.active = recorder  # every client, a chat widget's included, follows
         if current is not None and (
@@ -311,23 +311,12 @@ class Workspace(Settings):
             model, notes = self.resolve_model(model, client)
         else:
             model, notes = "<newest local model>", ["The model is chosen when the request is sent."]
-        try:
-            merged = check_options({**self.options, **(options or {})})
-        except ValueError as exc:
-            raise OllamaError(f"Options: {exc}") from None
-        sent_keep_alive = keep_alive if keep_alive is not None else self.keep_alive
         common: dict[str, Any] = {  # the API fields; None is not sent
             "tools": tools,
             "output": output,
             "stream": stream,
             "host": client.host,
-            "options": merged or None,
-            # 0 is a value ("unload now"); only None and "" mean the server's default.
-            "keep_alive": (
-                keep_alive_value(str(sent_keep_alive))
-                if sent_keep_alive not in (None, "")
-                else None
-            ),
+            **self.sent_settings(options, keep_alive),
             "think": think,
             **fields,
         }
@@ -344,6 +333,22 @@ class Workspace(Settings):
         request.notes = notes
         request.client = client
         return request
+
+    def sent_settings(
+        self, options: Mapping[str, Any] | None = None, keep_alive: str | float | None = None
+    ) -> dict[str, Any]:
+        """``options`` and ``keep_alive`` as a request sends them: the given ones over the
+        settings, checked (None: the server's default).
+
+        Raises:
+            OllamaError: An option has a value of the wrong type.
+        """
+        try:
+            merged = check_options({**self.options, **(options or {})})
+        except ValueError as exc:
+            raise OllamaError(f"Options: {exc}") from None
+        keep = keep_alive if keep_alive is not None else self.keep_alive
+        return {"options": merged or None, "keep_alive": keep_alive_value(keep)}
 
     def ask(
         self,
