@@ -234,9 +234,17 @@ def map_partitions(
         namespace = shell.user_ns if shell is not None else {}
     output = output_format(format, namespace) if format is not None else None
     sample = meta_nonempty(ddf._meta)
-    # Checks the template's fields against the columns, then asks every server for the model.
+    # Checks the template's fields and the result columns against the frame's columns, then
+    # asks every server for the model.
     batch = Batch(
-        workspace, Rows.of(sample), template, model=model, hosts=hosts, namespace=namespace
+        workspace,
+        Rows.of(sample),
+        template,
+        output=output,
+        into=into,
+        model=model,
+        hosts=hosts,
+        namespace=namespace,
     )
     batch.check_servers()
     snapshot = SettingsSnapshot.capture(
@@ -246,7 +254,7 @@ def map_partitions(
         **kwargs,
         "format": _portable(output),
         "into": into,
-        "namespace": _used_variables(template, Rows.of(sample), namespace),
+        "namespace": _used_variables(template, batch.rows, namespace),
     }
     # One request built as the workers will build it: a bad option or think level fails here.
     map_rows(

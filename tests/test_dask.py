@@ -291,6 +291,20 @@ def test_threaded_scheduler_and_template_variables(server, capsys):
     assert prompts == sorted(f"Please. Classify: ticket {n}" for n in range(12))
 
 
+def test_a_frame_with_an_answer_column_can_take_another_column(server):
+    frame = _tickets(4).assign(answer="kept")  # the user's own column, untouched by into=
+    labelled = map_partitions(
+        dd.from_pandas(frame, npartitions=2),
+        "Classify: {text}",
+        model="llama3.2",
+        into="label",
+        workspace=_workspace_of(server),
+    )
+    result = labelled.compute(scheduler="threads")
+    assert result["answer"].tolist() == ["kept"] * 4
+    assert result["label"].tolist() == [f"answer for ticket {n}" for n in range(4)]
+
+
 def test_a_missing_model_fails_at_call_time(server):
     ddf = dd.from_pandas(_tickets(8), npartitions=2)
 
